@@ -10,8 +10,8 @@ from ``E[exp(i aᵀx)] = exp(i aᵀm - aᵀSa/2)``:
                               - e^{-(S_{ii}+S_{jj}+2S_{ij})/2}\\cos(m_i+m_j)\\big),
 
 and similarly for the ``cos·cos`` and ``sin·cos`` products. By Stein's lemma the input-output
-covariance is ``cov[x, sin x_i] = S[:, i] E[cos x_i]`` and ``cov[x, cos x_i] = -S[:, i] E[sin x_i]``,
-so ``V = S⁻¹ cov[x, y]`` is sparse and exact with no inversion.
+covariance is ``cov[x, sin x_i] = S[:, i] E[cos x_i]`` and
+``cov[x, cos x_i] = -S[:, i] E[sin x_i]``, so ``V = S⁻¹ cov[x, y]`` is sparse and exact with no inversion.
 (Deisenroth, Fox & Rasmussen, TPAMI 2015, Sec. 5.1; PILCO's ``gTrig.m``.)
 """
 
@@ -26,9 +26,14 @@ from wmrl.gaussian import symmetrize
 __all__ = ["trig_moments", "augment_angles", "angle_feature_indices"]
 
 
-def _as_index(angle_dims: Sequence[int] | torch.Tensor, D: int, device: torch.device) -> torch.Tensor:
-    idx = torch.as_tensor(list(angle_dims) if not torch.is_tensor(angle_dims) else angle_dims,
-                          dtype=torch.long, device=device)
+def _as_index(
+    angle_dims: Sequence[int] | torch.Tensor, D: int, device: torch.device
+) -> torch.Tensor:
+    idx = torch.as_tensor(
+        list(angle_dims) if not torch.is_tensor(angle_dims) else angle_dims,
+        dtype=torch.long,
+        device=device,
+    )
     if idx.numel() and (idx.min() < -D or idx.max() >= D):
         raise ValueError(f"angle_dims {idx.tolist()} out of range for a {D}-dimensional state")
     return idx % D if idx.numel() else idx
@@ -62,9 +67,15 @@ def trig_moments(
     e_minus = torch.exp(-0.5 * (vsum - 2 * Sa))  # E-factor of x_i - x_j  [*B, k, k]
     msum = mu.unsqueeze(-1) + mu.unsqueeze(-2)  # [*B, k, k]
     mdiff = mu.unsqueeze(-1) - mu.unsqueeze(-2)  # [*B, k, k]
-    ss = 0.5 * (e_minus * torch.cos(mdiff) - e_plus * torch.cos(msum)) - es.unsqueeze(-1) * es.unsqueeze(-2)
-    cc = 0.5 * (e_minus * torch.cos(mdiff) + e_plus * torch.cos(msum)) - ec.unsqueeze(-1) * ec.unsqueeze(-2)
-    sc = 0.5 * (e_plus * torch.sin(msum) + e_minus * torch.sin(mdiff)) - es.unsqueeze(-1) * ec.unsqueeze(-2)
+    ss = 0.5 * (e_minus * torch.cos(mdiff) - e_plus * torch.cos(msum)) - es.unsqueeze(
+        -1
+    ) * es.unsqueeze(-2)
+    cc = 0.5 * (e_minus * torch.cos(mdiff) + e_plus * torch.cos(msum)) - ec.unsqueeze(
+        -1
+    ) * ec.unsqueeze(-2)
+    sc = 0.5 * (e_plus * torch.sin(msum) + e_minus * torch.sin(mdiff)) - es.unsqueeze(
+        -1
+    ) * ec.unsqueeze(-2)
 
     batch = mean.shape[:-1]
     M = torch.stack([es, ec], dim=-1).reshape(*batch, 2 * k)  # [*B, 2k]
