@@ -11,7 +11,8 @@ from ``E[exp(i aᵀx)] = exp(i aᵀm - aᵀSa/2)``:
 
 and similarly for the ``cos·cos`` and ``sin·cos`` products. By Stein's lemma the input-output
 covariance is ``cov[x, sin x_i] = S[:, i] E[cos x_i]`` and
-``cov[x, cos x_i] = -S[:, i] E[sin x_i]``, so ``V = S⁻¹ cov[x, y]`` is sparse and exact with no inversion.
+``cov[x, cos x_i] = -S[:, i] E[sin x_i]``, so ``V = S⁻¹ cov[x, y]`` is sparse and exact with
+no inversion.
 (Deisenroth, Fox & Rasmussen, TPAMI 2015, Sec. 5.1; PILCO's ``gTrig.m``.)
 """
 
