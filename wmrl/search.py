@@ -1,0 +1,268 @@
+"""Policy search in imagination, one code path for every backend.
+
+A search step is: roll the policy out for ``horizon`` steps in an imagined environment
+(:mod:`wmrl.envs.model_based`; the graph is kept), turn the trajectory into a scalar loss with an
+*objective*, backpropagate into the policy and step an optimiser. Only the objective and the
+optimiser differ between backends:
+
+* PILCO (GP backend): :func:`expected_cost_objective` — the sum over the ``H`` predicted Gaussian
+  states of their expected cost (Deisenroth & Rasmussen 2011, Eq. 2), a deterministic function of
+  the policy parameters, minimised with full-batch L-BFGS (with restarts).
+* Dreamer (RSSM backend): :func:`lambda_return_objective` — minus the mean lambda-return of
+  sampled imagined trajectories bootstrapped with a critic (Hafner et al. 2019, Eq. 6-8),
+  minimised with Adam.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from tqdm.auto import tqdm
+
+__all__ = [
+    "imagine",
+    "expected_cost_objective",
+    "lambda_return_objective",
+    "lambda_returns",
+    "PolicySearch",
+    "SearchResult",
+]
+
+Objective = Callable[[TensorDictBase], torch.Tensor]
+
+
+def imagine(env: Any, policy: Any, start: TensorDictBase, horizon: int) -> TensorDictBase:
+    """Imagined trajectory ``[*B, horizon]`` of ``policy`` in ``env`` from the state ``start``.
+
+    The autograd graph is kept: anything computed on the result is differentiable in the policy's
+    (and the model's) parameters.
+    """
+    td = env.reset(start.copy())
+    return env.rollout(horizon, policy, tensordict=td, auto_reset=False, break_when_any_done=False)
+
+
+def expected_cost_objective(trajectory: TensorDictBase) -> torch.Tensor:
+    """PILCO's objective: ``J = sum_t E[c(x_t)]`` for ``t = 1..H``, averaged over start beliefs.
+
+    The imagined environment's reward at step ``t`` is minus the expected cost of the predicted
+    state ``x_{t+1}`` (:class:`~wmrl.envs.model_based.ImaginedEnv`), so ``J = -sum_t r_t``.
+
+    Args:
+        trajectory: ``[*B, H]`` with ``("next", "reward")`` ``[*B, H, 1]``.
+
+    Returns:
+        scalar ``J`` (to minimise).
+    """
+    reward = trajectory.get(("next", "reward"))  # [*B, H, 1]
+    return -reward.sum(dim=(-2, -1)).mean()
+
+
+def lambda_returns(
+    reward: torch.Tensor, value: torch.Tensor, gamma: float, lmbda: float
+) -> torch.Tensor:
+    """Lambda-returns ``G^λ_t`` (Hafner et al. 2019, Eq. 6; Sutton & Barto 12.1).
+
+    ``G_t = r_t + γ((1-λ) v_{t+1} + λ G_{t+1})`` with ``G_H = v_H`` (bootstrapped by the critic).
+
+    Args:
+        reward: ``[*B, H, 1]`` rewards ``r_t``.
+        value: ``[*B, H, 1]`` critic values ``v_{t+1}`` of the *next* states.
+        gamma, lmbda: discount and trace parameters.
+
+    Returns:
+        ``[*B, H, 1]``.
+
+    >>> r = torch.ones(1, 3, 1); v = torch.zeros(1, 3, 1)
+    >>> lambda_returns(r, v, gamma=1.0, lmbda=1.0).flatten().tolist()
+    [3.0, 2.0, 1.0]
+    """
+    H = reward.shape[-2]
+    out = []
+    nxt = value[..., -1, :]  # [*B, 1]
+    for t in reversed(range(H)):
+        boot = (1 - lmbda) * value[..., t, :] + lmbda * nxt
+        nxt = reward[..., t, :] + gamma * boot
+        out.append(nxt)
+    return torch.stack(out[::-1], dim=-2)
+
+
+def lambda_return_objective(
+    value_fn: Callable[[TensorDictBase], torch.Tensor], gamma: float = 0.99, lmbda: float = 0.95
+) -> Objective:
+    """Dreamer's actor objective: ``-mean_t G^λ_t`` over imagined trajectories.
+
+    Args:
+        value_fn: maps the ``"next"`` sub-TensorDict ``[*B, H]`` to values ``[*B, H, 1]``.
+    """
+
+    def objective(trajectory: TensorDictBase) -> torch.Tensor:
+        reward = trajectory.get(("next", "reward"))
+        value = value_fn(trajectory.get("next"))
+        return -lambda_returns(reward, value, gamma, lmbda).mean()
+
+    return objective
+
+
+@dataclass
+class SearchResult:
+    """Outcome of :meth:`PolicySearch.run`.
+
+    Attributes:
+        best_loss: the lowest objective value seen (the policy is left at those parameters).
+        history: objective value after each optimiser step.
+        evaluations: number of objective (and gradient) evaluations.
+    """
+
+    best_loss: float
+    history: list[float] = field(default_factory=list)
+    evaluations: int = 0
+
+
+class PolicySearch:
+    """Optimise a policy's parameters on an objective of its imagined trajectories.
+
+    Args:
+        env: an imagined environment (any :class:`~wmrl.envs.model_based.ModelBasedEnvBase`).
+        policy: a ``TensorDictModuleBase`` acting in ``env``.
+        objective: trajectory ``->`` scalar loss (e.g. :func:`expected_cost_objective`).
+        horizon: imagined steps per evaluation.
+        optimizer: ``"lbfgs"`` (deterministic objectives: PILCO) or ``"adam"`` (stochastic
+            objectives: Dreamer).
+        lr: learning rate (Adam) or initial step (L-BFGS).
+        parameters: what to optimise (default: ``policy.parameters()``).
+        max_grad_norm: gradient clipping for Adam (``None``: off).
+        progress: show a progress bar.
+
+    Example:
+        See ``tests/test_search.py`` and :class:`wmrl.agents.pilco.PILCO`.
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        policy: Any,
+        objective: Objective,
+        horizon: int,
+        *,
+        optimizer: str = "lbfgs",
+        lr: float | None = None,
+        parameters: Iterable[torch.nn.Parameter] | None = None,
+        max_grad_norm: float | None = None,
+        progress: bool = False,
+    ) -> None:
+        if optimizer not in ("lbfgs", "adam"):
+            raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        self.env, self.policy, self.objective, self.horizon = env, policy, objective, horizon
+        self.optimizer_name = optimizer
+        self.params = [p for p in (parameters or policy.parameters()) if p.requires_grad]
+        if not self.params:
+            raise ValueError("the policy has no trainable parameters")
+        self.lr = lr if lr is not None else (1.0 if optimizer == "lbfgs" else 1e-3)
+        self.max_grad_norm = max_grad_norm
+        self.progress = progress
+
+    def loss(self, start: TensorDictBase) -> torch.Tensor:
+        """The objective of one imagined rollout from ``start`` (differentiable)."""
+        return self.objective(imagine(self.env, self.policy, start, self.horizon))
+
+    def _snapshot(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.params]
+
+    def _restore(self, snap: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for p, s in zip(self.params, snap):
+                p.copy_(s)
+
+    def run(
+        self,
+        start: TensorDictBase | Callable[[], TensorDictBase],
+        steps: int,
+        *,
+        restarts: int = 1,
+        desc: str = "policy search",
+    ) -> SearchResult:
+        """Optimise for ``steps`` optimiser iterations.
+
+        With L-BFGS the policy is left at the best parameters seen (the objective is
+        deterministic); with Adam at the last ones (the objective is a stochastic estimate).
+
+        Args:
+            start: the start state, or a function returning a fresh one per evaluation
+                (stochastic objectives sample start states from replay).
+            steps: L-BFGS iterations (each with a strong-Wolfe line search) in total over all
+                restarts, or Adam steps.
+            restarts: L-BFGS only: the optimiser's curvature memory is reset ``restarts`` times,
+                each from the best parameters so far (escapes a stalled line search).
+        """
+        get_start = start if callable(start) else (lambda: start)
+        result = SearchResult(best_loss=math.inf)
+        # a deterministic objective keeps the best parameters seen; a stochastic one the last
+        keep_best = self.optimizer_name == "lbfgs"
+        best = self._snapshot()
+        bar = tqdm(total=steps, desc=desc, disable=not self.progress, leave=False)
+
+        def evaluate() -> torch.Tensor:
+            loss = self.loss(get_start())
+            result.evaluations += 1
+            value = float(loss.detach())
+            if math.isfinite(value) and value < result.best_loss:
+                result.best_loss = value
+                if keep_best:
+                    best[:] = self._snapshot()
+            return loss
+
+        if self.optimizer_name == "lbfgs":
+            per_round = max(1, math.ceil(steps / max(1, restarts)))
+            done = 0
+            while done < steps:
+                n = min(per_round, steps - done)
+                opt = torch.optim.LBFGS(
+                    self.params,
+                    lr=self.lr,
+                    max_iter=1,
+                    max_eval=25,  # evaluations allowed to each iteration's line search
+                    history_size=50,
+                    line_search_fn="strong_wolfe",
+                    tolerance_grad=1e-9,
+                    tolerance_change=1e-12,
+                )
+
+                def closure(opt: torch.optim.Optimizer = opt) -> torch.Tensor:
+                    opt.zero_grad(set_to_none=True)
+                    loss = evaluate()
+                    if not torch.isfinite(loss):
+                        # steer the line search away from a diverging step
+                        return loss.detach().new_tensor(float("inf")).requires_grad_()
+                    loss.backward()
+                    return loss
+
+                for _ in range(n):
+                    loss = opt.step(closure)
+                    result.history.append(float(loss.detach()))
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{result.best_loss:.4g}")
+                    done += 1
+                    if not all(torch.isfinite(p).all() for p in self.params):
+                        break
+                self._restore(best)
+        else:
+            opt = torch.optim.Adam(self.params, lr=self.lr)
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                loss = evaluate()
+                loss.backward()
+                if self.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+                opt.step()
+                result.history.append(float(loss.detach()))
+                bar.update(1)
+                bar.set_postfix(loss=f"{result.best_loss:.4g}")
+        bar.close()
+        return result
