@@ -242,13 +242,15 @@ class ExponentialQuadraticCost(LossModule):
         W = self.weights.to(**factory) if self.weights is not None else torch.eye(Dz, **factory)
         t = self.target.to(**factory) if self.target is not None else mean.new_zeros(Dz)
         W = W / self.width**2  # [Dz, Dz]
-        if self.validate and (W.shape != (Dz, Dz) or t.shape[-1] != Dz):
+        if W.shape != (Dz, Dz) or t.shape[-1:] != (Dz,):
             raise ValueError(
                 f"target {tuple(t.shape)} / weights {tuple(W.shape)} do not match the "
                 f"{Dz}-dimensional cost input (state dimension {Dz - 2 * len(self.angle_dims)}"
                 f" with {len(self.angle_dims)} angles)"
             )
-        return expected_saturating_cost(mean, cov, t, W, validate=self.validate)
+        # the state was checked above; the moment-matched angle features may be PSD only up to
+        # rounding, which the Cholesky of I + Lᵀ S L tolerates
+        return expected_saturating_cost(mean, cov, t, W, validate=False)
 
     def _reduce(self, x: torch.Tensor) -> torch.Tensor:
         if self.reduction == "mean":
