@@ -1,0 +1,405 @@
+"""Exact moments of a GP posterior under a Gaussian input: PILCO's ``gp0`` / ``gp1`` / ``gp2``.
+
+Model. ``E`` independent GPs, output ``a`` with its own inputs ``X_a`` ``[n, Din]`` (the training
+inputs, or the inducing inputs of a sparse GP), squared-exponential ARD kernel
+
+.. math::
+    k_a(x, x') = \\alpha_a^2 \\exp\\big(-\\tfrac12 (x-x')^\\top \\Lambda_a^{-1} (x-x')\\big),
+    \\qquad \\Lambda_a = \\mathrm{diag}(\\ell_a^2),
+
+and ``k_a(x) = [k_a(x, x_{a1}), ..., k_a(x, x_{an})]`` (the signal variance ``α²_a`` included).
+The latent posterior at a point ``x`` is
+
+.. math::
+    m_a(x) = k_a(x)^\\top \\beta_a, \\qquad
+    \\mathrm{var}_a(x) = \\alpha_a^2 - k_a(x)^\\top\\, iK_a\\, k_a(x).
+
+For an exact GP ``β_a = (K_a + σ²_a I)⁻¹ y_a`` and ``iK_a = (K_a + σ²_a I)⁻¹`` with
+``K_a = [k_a(x_i, x_j)]`` (``α²_a`` included); a sparse GP passes its own ``β`` and ``iK``.
+``inv_gram=None`` drops the variance term: a *deterministic* GP, its mean function alone
+(PILCO's ``gp2``, the RBF controller). Outputs are independent given ``x``.
+
+Moments for ``x ~ N(μ, Σ)`` (Deisenroth & Rasmussen 2011, Eqs. 14-23; Deisenroth, Fox &
+Rasmussen, TPAMI 2015, Sec. 4 and App.). With ``ν_ai = x_ai - μ`` and ``z_ai = Λ_a⁻¹ ν_ai``:
+
+.. math::
+    q_{ai} = \\alpha_a^2 |\\Sigma\\Lambda_a^{-1} + I|^{-1/2}
+             \\exp\\big(-\\tfrac12 \\nu_{ai}^\\top(\\Sigma+\\Lambda_a)^{-1}\\nu_{ai}\\big),
+    \\qquad M_a = \\beta_a^\\top q_a \\quad\\text{(Eqs. 14-16)},
+
+.. math::
+    V_a = \\Sigma^{-1}\\mathrm{cov}[x, f_a]
+        = \\textstyle\\sum_i \\beta_{ai} q_{ai} (\\Sigma+\\Lambda_a)^{-1}\\nu_{ai},
+
+.. math::
+    Q_{ab,ij} = \\frac{k_a(x_{ai}, \\mu) k_b(x_{bj}, \\mu)}{|R_{ab}|^{1/2}}
+        \\exp\\big(\\tfrac12 (z_{ai}+z_{bj})^\\top A_{ab} (z_{ai}+z_{bj})\\big),
+    \\quad R_{ab} = \\Sigma(\\Lambda_a^{-1}+\\Lambda_b^{-1}) + I,
+    \\quad A_{ab} = R_{ab}^{-1}\\Sigma \\quad\\text{(Eq. 22)},
+
+.. math::
+    S_{ab} = \\beta_a^\\top Q_{ab} \\beta_b - M_a M_b
+             + \\delta_{ab}\\big(\\alpha_a^2 - \\mathrm{tr}(iK_a Q_{aa})\\big)
+    \\quad\\text{(Eqs. 17-23)}.
+
+Implementation. ``Q`` is never formed against the means: with
+``B_a = (Σ⁻¹ + Λ_a⁻¹)⁻¹`` the ratio ``Q_{ab,ij} / (q_{ai} q_{bj}) = exp(L_{ab,ij})`` has the
+exponent
+
+.. math::
+    L_{ab,ij} = c_{ab} + \\tfrac12 z_{ai}^\\top (A_{ab}-B_a) z_{ai}
+              + \\tfrac12 z_{bj}^\\top (A_{ab}-B_b) z_{bj} + z_{ai}^\\top A_{ab} z_{bj},
+
+``c_ab = ½(log|R_a| + log|R_b| - log|R_ab|)``, a rank-``Din + 2`` matrix computed by one matmul
+per ``(a, b)`` block; then ``S_ab = (β_a∘q_a)ᵀ expm1(L_ab) (β_b∘q_b)`` (+ the variance term), which
+is exactly zero for ``Σ = 0`` and keeps its relative precision for small ``Σ``, where
+``βᵀQβ - M²`` cancels. Every matrix that is factorised is ``I + D^{1/2} Σ D^{1/2}`` for a positive
+diagonal ``D``: ``Σ`` may be singular or zero, it is never inverted. The ``[n, n]`` blocks are
+reduced as soon as they are formed, in chunks of at most ``block_elements`` entries, inside an
+autograd function whose backward recomputes them: memory is ``O(n·(Din + E²))`` per batch element
+plus one chunk, forward and backward, never ``n²·Din``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from wmrl.gaussian import check_finite, check_gaussian, symmetrize
+
+__all__ = ["gp_moment_match", "gp_predict", "DEFAULT_BLOCK_ELEMENTS"]
+
+#: entries of the ``[n, n]`` blocks held at once (per buffer) by :func:`gp_moment_match`
+DEFAULT_BLOCK_ELEMENTS = 2**22
+
+
+def _check_gp(
+    din: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    inputs: Tensor,
+    beta: Tensor,
+    lengthscales: Tensor,
+    signal_var: Tensor,
+    inv_gram: Tensor | None,
+) -> None:
+    """Shapes, dtypes, devices, finiteness and positivity of the GP's parameters."""
+    if inputs.dim() != 3 or inputs.shape[-1] != din:
+        raise ValueError(f"inputs must have shape [E, n, {din}], got {tuple(inputs.shape)}")
+    E, n, _ = inputs.shape
+    expected = {
+        "beta": (beta, (E, n)),
+        "lengthscales": (lengthscales, (E, din)),
+        "signal_var": (signal_var, (E,)),
+    }
+    if inv_gram is not None:
+        expected["inv_gram"] = (inv_gram, (E, n, n))
+    for name, (t, shape) in {"inputs": (inputs, (E, n, din)), **expected}.items():
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
+        if t.dtype != dtype:
+            raise ValueError(f"{name} has dtype {t.dtype}, the input belief has {dtype}")
+        if t.device != device:
+            raise ValueError(f"{name} is on {t.device}, the input belief is on {device}")
+        check_finite(name, t)
+    if not bool((lengthscales > 0).all()):
+        raise ValueError("lengthscales must be positive")
+    if not bool((signal_var > 0).all()):
+        raise ValueError("signal_var must be positive")
+
+
+def _cholesky(mat: Tensor, what: str) -> Tensor:
+    """Cholesky factor of ``I + D^{1/2} Σ D^{1/2}``; ``ValueError`` when Σ is not PSD."""
+    chol, info = torch.linalg.cholesky_ex(mat)  # [..., D, D]
+    if bool((info != 0).any()):
+        raise ValueError(f"input covariance is not positive semi-definite ({what} not PD)")
+    return chol
+
+
+def _half_logdet1p(T: Tensor) -> Tensor:
+    """``½ log|I + T|`` for symmetric PSD ``T`` ``[..., D, D]`` -> ``[...]``.
+
+    From the eigenvalues with ``log1p``: exact to relative precision for small ``T``, where the
+    diagonal of a Cholesky factor of ``I + T`` has already rounded ``1 + t`` (the constants
+    ``c_ab`` are ``O(Σ²)`` and must not carry ``O(eps)`` errors).
+    """
+    return 0.5 * torch.linalg.eigvalsh(T).log1p().sum(-1)  # [...]
+
+
+def _exp_clamp(dtype: torch.dtype) -> float:
+    """Largest exponent ``L`` evaluated; beyond it the block entry is ``< α⁴|ββ|e^{-L}`` anyway.
+
+    ``Q_ab,ij ≤ α_a α_b (q_ai q_bj)^{1/2}`` (Cauchy-Schwarz) gives
+    ``|β_ai β_bj (Q - q q)| ≤ α²_a α²_b |β_ai β_bj| e^{-L_ij}``; clamping keeps ``expm1`` finite.
+    """
+    return 0.4 * math.log(torch.finfo(dtype).max)
+
+
+class _BlockReduce(torch.autograd.Function):
+    """``s = waᵀ G wb - qaᵀ (iK ∘ G) qa`` with ``G = expm1(min(U Wᵀ, lmax))``, per leading index.
+
+    Shapes: ``U, W`` ``[..., n, r]``, ``wa, wb, qa`` ``[..., n]``, ``iK`` broadcastable to
+    ``[..., n, n]`` or ``None`` (then ``qa`` is ignored). Returns ``[...]``. The ``[n, n]``
+    blocks are not saved: backward recomputes them from the rank-``r`` factors.
+    """
+
+    @staticmethod
+    def forward(ctx, U, W, wa, wb, qa, iK, lmax):  # type: ignore[override]
+        G = torch.matmul(U, W.transpose(-1, -2))  # [..., n, n]
+        G.clamp_(max=lmax).expm1_()  # [..., n, n]
+        out = (G @ wb.unsqueeze(-1)).squeeze(-1).mul_(wa).sum(-1)  # [...]
+        if iK is not None:
+            G.mul_(iK)  # iK ∘ G  [..., n, n]
+            out = out - (G @ qa.unsqueeze(-1)).squeeze(-1).mul_(qa).sum(-1)  # [...]
+        ctx.save_for_backward(U, W, wa, wb, qa, iK)
+        ctx.lmax = lmax
+        return out
+
+    @staticmethod
+    def backward(ctx, gout):  # type: ignore[override]
+        U, W, wa, wb, qa, iK = ctx.saved_tensors
+        lmax = ctx.lmax
+        L = torch.matmul(U, W.transpose(-1, -2))  # [..., n, n]
+        keep = L < lmax  # [..., n, n]
+        G = torch.expm1(L.clamp(max=lmax))  # [..., n, n]
+        g = gout[..., None, None]  # [..., 1, 1]
+        dG = g * (wa.unsqueeze(-1) * wb.unsqueeze(-2))  # ∂s/∂G  [..., n, n]
+        if iK is not None:
+            dG = dG - g * iK * (qa.unsqueeze(-1) * qa.unsqueeze(-2))  # [..., n, n]
+        dL = dG * (G + 1) * keep  # [..., n, n]
+        need = ctx.needs_input_grad
+        dU = torch.matmul(dL, W) if need[0] else None  # [..., n, r]
+        dW = torch.matmul(dL.transpose(-1, -2), U) if need[1] else None  # [..., n, r]
+        dwa = None
+        if need[2]:
+            dwa = gout.unsqueeze(-1) * (G @ wb.unsqueeze(-1)).squeeze(-1)  # [..., n]
+        dwb = None
+        if need[3]:
+            Gt = G.transpose(-1, -2)  # [..., n, n]
+            dwb = gout.unsqueeze(-1) * (Gt @ wa.unsqueeze(-1)).squeeze(-1)  # [..., n]
+        dqa = diK = None
+        if iK is not None and (need[4] or need[5]):
+            iKG = iK * G  # [..., n, n]
+            if need[4]:
+                dqa = -gout.unsqueeze(-1) * (
+                    (iKG @ qa.unsqueeze(-1)) + (iKG.transpose(-1, -2) @ qa.unsqueeze(-1))
+                ).squeeze(-1)  # [..., n]
+            if need[5]:
+                full = -g * G * (qa.unsqueeze(-1) * qa.unsqueeze(-2))  # [..., n, n]
+                diK = full.sum_to_size(iK.shape)  # [E', n, n]
+        return dU, dW, dwa, dwb, dqa, diK, None
+
+
+def _pairs(E: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Output pairs ``(a, b)``, ``a ≤ b``, diagonal first; and the ``[E, E]`` pair index map."""
+    diag = torch.arange(E, device=device)  # [E]
+    upper = torch.triu_indices(E, E, offset=1, device=device)  # [2, E(E-1)/2]
+    ia = torch.cat([diag, upper[0]])  # [P]
+    ib = torch.cat([diag, upper[1]])  # [P]
+    index = torch.empty(E, E, dtype=torch.long, device=device)  # [E, E]
+    pos = torch.arange(ia.numel(), device=device)  # [P]
+    index[ia, ib] = pos
+    index[ib, ia] = pos
+    return ia, ib, index
+
+
+def _reduce_blocks(
+    U: Tensor,
+    W: Tensor,
+    wa: Tensor,
+    wb: Tensor,
+    q: Tensor,
+    inv_gram: Tensor | None,
+    E: int,
+    block_elements: int,
+    lmax: float,
+) -> Tensor:
+    """Evaluate every ``[n, n]`` block in memory-bounded chunks.
+
+    ``U, W`` ``[N, P, n, r]``, ``wa, wb`` ``[N, P, n]``, ``q`` ``[N, E, n]`` -> ``[N, P]``;
+    the first ``E`` pairs are the diagonal ones and get the ``iK`` term.
+    """
+    N, P, n, _ = U.shape
+    per_block = n * n
+    groups = [(0, E, inv_gram), (E, P, None)]
+    cols = []
+    for start, stop, iK in groups:
+        if stop <= start:
+            continue
+        p_step = min(stop - start, max(1, block_elements // per_block))
+        for p0 in range(start, stop, p_step):
+            p1 = min(stop, p0 + p_step)
+            c_step = max(1, block_elements // (per_block * (p1 - p0)))
+            iK_blk = None if iK is None else iK[p0:p1]  # [p, n, n] (view)
+            rows = []
+            for b0 in range(0, N, c_step):
+                sl = slice(b0, b0 + c_step)
+                qa = q[sl, p0:p1] if iK is not None else None  # [c, p, n]
+                rows.append(
+                    _BlockReduce.apply(
+                        U[sl, p0:p1], W[sl, p0:p1], wa[sl, p0:p1], wb[sl, p0:p1], qa, iK_blk, lmax
+                    )
+                )  # [c, p]
+            cols.append(torch.cat(rows, 0))  # [N, p]
+    return torch.cat(cols, 1)  # [N, P]
+
+
+def gp_moment_match(
+    mean: Tensor,
+    cov: Tensor,
+    inputs: Tensor,
+    beta: Tensor,
+    lengthscales: Tensor,
+    signal_var: Tensor,
+    inv_gram: Tensor | None,
+    *,
+    validate: bool = True,
+    block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Exact mean, covariance and input-output covariance of ``f(x)``, ``x ~ N(mean, cov)``.
+
+    The GP is described in the module docstring (Deisenroth & Rasmussen 2011, Eqs. 14-23;
+    Deisenroth et al., TPAMI 2015, Sec. 4). Differentiable in every tensor argument; exact for a
+    singular or zero ``cov`` (then equal to :func:`gp_predict`), gradients included.
+
+    Args:
+        mean: input mean ``μ`` ``[*B, Din]``.
+        cov: input covariance ``Σ`` ``[*B, Din, Din]``, PSD (may be singular); symmetrised.
+        inputs: ``X`` ``[E, n, Din]``, the training (or inducing) inputs of each output.
+        beta: ``β`` ``[E, n]``; the posterior mean is ``m_a(x) = k_a(x)ᵀ β_a``.
+        lengthscales: ``ℓ`` ``[E, Din]``, ``Λ_a = diag(ℓ_a²)``.
+        signal_var: ``α²`` ``[E]``, included in ``k_a``.
+        inv_gram: ``iK`` ``[E, n, n]`` with ``var_a(x) = α²_a - k_a(x)ᵀ iK_a k_a(x)``, or
+            ``None`` for the mean function alone (deterministic GP: no ``E[var]`` term).
+        validate: check shapes, dtypes, devices, finiteness and that ``cov`` is PSD.
+        block_elements: entries of the ``[n, n]`` blocks evaluated at once (memory knob).
+
+    Returns:
+        ``M`` ``[*B, E]``; ``S`` ``[*B, E, E]``, the covariance of the latent ``f`` (the noise
+        ``σ²`` is *not* added), symmetric; ``V = Σ⁻¹ cov[x, f]`` ``[*B, Din, E]`` (so that
+        ``cov[x, f] = Σ V``), computed without inverting ``Σ``.
+
+    Raises:
+        ValueError: wrong shapes, dtype or device mismatch, NaN/inf, non-positive
+            length-scales or signal variance, or a covariance that is not PSD.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> X = torch.randn(2, 10, 3, dtype=torch.float64, generator=g)
+        >>> beta = torch.randn(2, 10, dtype=torch.float64, generator=g)
+        >>> ell, a2 = torch.ones(2, 3, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+        >>> m, S = torch.zeros(4, 3, dtype=torch.float64), 0.1 * torch.eye(3, dtype=torch.float64)
+        >>> M, C, V = gp_moment_match(m, S.expand(4, 3, 3), X, beta, ell, a2, None)
+        >>> M.shape, C.shape, V.shape
+        (torch.Size([4, 2]), torch.Size([4, 2, 2]), torch.Size([4, 3, 2]))
+        >>> M0, C0, _ = gp_moment_match(m, torch.zeros(4, 3, 3, dtype=torch.float64), X, beta,
+        ...                             ell, a2, None)
+        >>> bool((C0 == 0).all()), torch.allclose(M0, gp_predict(m, X, beta, ell, a2, None)[0])
+        (True, True)
+    """
+    if validate:
+        check_gaussian(mean, cov, name="input")
+        _check_gp(
+            mean.shape[-1], mean.dtype, mean.device,
+            inputs, beta, lengthscales, signal_var, inv_gram,
+        )  # fmt: skip
+    batch = mean.shape[:-1]
+    Din = mean.shape[-1]
+    E, n, _ = inputs.shape
+    dtype, device = mean.dtype, mean.device
+    m = mean.reshape(-1, Din)  # [N, Din]
+    S = symmetrize(cov).reshape(-1, Din, Din)  # [N, Din, Din]
+    N = m.shape[0]
+    eye = torch.eye(Din, dtype=dtype, device=device)  # [Din, Din]
+
+    # ---- mean and input-output covariance (Eqs. 14-16) ----
+    iell = lengthscales.reciprocal()  # Λ_a^{-1/2} diagonal  [E, Din]
+    ilam = iell.square()  # Λ_a^{-1} diagonal  [E, Din]
+    nu = inputs - m[:, None, None, :]  # ν_ai = x_ai - μ  [N, E, n, Din]
+    u = nu * iell[:, None, :]  # Λ_a^{-1/2} ν  [N, E, n, Din]
+    z = nu * ilam[:, None, :]  # Λ_a^{-1} ν  [N, E, n, Din]
+    Ta = S[:, None] * (iell[:, :, None] * iell[:, None, :])  # Λ^{-1/2} Σ Λ^{-1/2}  [N, E, Din, Din]
+    La = _cholesky(Ta + eye, "I + Λ^{-1/2} Σ Λ^{-1/2}")  # [N, E, Din, Din]
+    hld_a = _half_logdet1p(Ta)  # ½ log|Σ Λ_a^{-1} + I|  [N, E]
+    w = torch.linalg.solve_triangular(La, u.transpose(-1, -2), upper=False)  # [N, E, Din, n]
+    lq = (signal_var.log() - hld_a)[..., None] - 0.5 * w.square().sum(-2)  # log q  [N, E, n]
+    q = lq.exp()  # q_ai (Eq. 15)  [N, E, n]
+    bq = beta * q  # β ∘ q  [N, E, n]
+    M = bq.sum(-1)  # Eq. 14  [N, E]
+    r = (bq.unsqueeze(-2) @ u).transpose(-1, -2)  # Σ_i β_ai q_ai Λ^{-1/2} ν_ai  [N, E, Din, 1]
+    V = iell * torch.cholesky_solve(r, La).squeeze(-1)  # Σ_i βq (Σ+Λ)^{-1} ν  [N, E, Din]
+    V = V.transpose(-1, -2)  # [N, Din, E]
+
+    # ---- second moments (Eqs. 17-23), in the centred form of the module docstring ----
+    ll = lengthscales[:, :, None] * lengthscales[:, None, :]  # [E, Din, Din]
+    Ba = symmetrize(torch.cholesky_solve(Ta, La) * ll)  # B_a = (Σ⁻¹ + Λ_a⁻¹)⁻¹  [N, E, Din, Din]
+    ia, ib, index = _pairs(E, device)  # [P], [P], [E, E]
+    sp = (ilam[ia] + ilam[ib]).sqrt()  # (Λ_a^{-1} + Λ_b^{-1})^{1/2} diagonal  [P, Din]
+    spp = sp[:, :, None] * sp[:, None, :]  # [P, Din, Din]
+    Tab = S[:, None] * spp  # [N, P, Din, Din]
+    Lab = _cholesky(Tab + eye, "R_ab")  # [N, P, Din, Din]
+    A = symmetrize(torch.cholesky_solve(Tab, Lab) / spp)  # A_ab = R_ab^{-1} Σ  [N, P, Din, Din]
+    c = hld_a[:, ia] + hld_a[:, ib] - _half_logdet1p(Tab)  # c_ab  [N, P]
+    za, zb = z[:, ia], z[:, ib]  # [N, P, n, Din]
+    ga = 0.5 * ((za @ (A - Ba[:, ia])) * za).sum(-1)  # ½ z_aᵀ(A - B_a)z_a  [N, P, n]
+    zbA = zb @ A  # [N, P, n, Din]
+    hb = 0.5 * ((zbA - zb @ Ba[:, ib]) * zb).sum(-1)  # ½ z_bᵀ(A - B_b)z_b  [N, P, n]
+    ones = torch.ones_like(ga).unsqueeze(-1)  # [N, P, n, 1]
+    U = torch.cat([za, (ga + c[..., None]).unsqueeze(-1), ones], -1)  # [N, P, n, Din+2]
+    W = torch.cat([zbA, ones, hb.unsqueeze(-1)], -1)  # L_ab = U Wᵀ  [N, P, n, Din+2]
+    blocks = _reduce_blocks(
+        U, W, bq[:, ia], bq[:, ib], q, inv_gram, E, block_elements, _exp_clamp(dtype)
+    )  # S_ab (diagonal: minus q_aᵀ(iK_a ∘ expm1 L_aa)q_a)  [N, P]
+    if inv_gram is not None:
+        qiKq = ((q.unsqueeze(-2) @ inv_gram).squeeze(-2) * q).sum(-1)  # q_aᵀ iK_a q_a  [N, E]
+        extra = signal_var - qiKq  # α²_a - tr(iK_a q_a q_aᵀ)  [N, E]
+        blocks = torch.cat([blocks[:, :E] + extra, blocks[:, E:]], 1)  # [N, P]
+    Sout = blocks[:, index.reshape(-1)].reshape(N, E, E)  # symmetric by construction  [N, E, E]
+    return M.reshape(*batch, E), Sout.reshape(*batch, E, E), V.reshape(*batch, Din, E)
+
+
+def gp_predict(
+    x: Tensor,
+    inputs: Tensor,
+    beta: Tensor,
+    lengthscales: Tensor,
+    signal_var: Tensor,
+    inv_gram: Tensor | None,
+    *,
+    validate: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Posterior mean and latent variance of each output at point inputs (Rasmussen & Williams
+    2006, Eqs. 2.25-2.26): the ``cov = 0`` limit of :func:`gp_moment_match`.
+
+    Args:
+        x: ``[*B, Din]``.
+        inputs, beta, lengthscales, signal_var, inv_gram: as in :func:`gp_moment_match`.
+        validate: check shapes, dtypes, devices and finiteness.
+
+    Returns:
+        ``mean`` ``[*B, E]`` ``= k_a(x)ᵀ β_a`` and ``var`` ``[*B, E]``
+        ``= α²_a - k_a(x)ᵀ iK_a k_a(x)`` (zeros when ``inv_gram`` is ``None``; not clamped).
+
+    Example:
+        >>> import torch
+        >>> X = torch.zeros(1, 1, 2, dtype=torch.float64)
+        >>> one = torch.ones(1, 1, dtype=torch.float64)
+        >>> x = torch.zeros(2, dtype=torch.float64)
+        >>> gp_predict(x, X, one, one.expand(1, 2), one[0], one[None])
+        (tensor([1.], dtype=torch.float64), tensor([0.], dtype=torch.float64))
+    """
+    if validate:
+        if x.dim() < 1:
+            raise ValueError(f"x must have shape [*B, Din], got {tuple(x.shape)}")
+        check_finite("x", x)
+        _check_gp(x.shape[-1], x.dtype, x.device, inputs, beta, lengthscales, signal_var, inv_gram)
+    d = (x[..., None, None, :] - inputs) / lengthscales[:, None, :]  # [*B, E, n, Din]
+    k = signal_var[:, None] * torch.exp(-0.5 * d.square().sum(-1))  # k_a(x)  [*B, E, n]
+    mean = (k * beta).sum(-1)  # [*B, E]
+    if inv_gram is None:
+        return mean, torch.zeros_like(mean)
+    var = signal_var - ((k.unsqueeze(-2) @ inv_gram).squeeze(-2) * k).sum(-1)  # [*B, E]
+    return mean, var
