@@ -104,6 +104,7 @@ class SwingUpTask(EnvBase, abc.ABC):
         run_type_checks: let TorchRL validate every step against the specs (slow).
     """
 
+    _supports_set_state = True  # reset(td, set_state=True) starts from td["true_state"]
     state_names: tuple[str, ...] = ()
     angle_dims: tuple[int, ...] = ()
     action_bound: float = 1.0

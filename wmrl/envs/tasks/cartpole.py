@@ -199,7 +199,7 @@ class CartPoleSwingUp(SwingUpTask):
         pix = self.camera.pixel
         pivot = torch.stack([state[..., 0], torch.zeros_like(state[..., 0])], dim=-1)  # [*B, 2]
         tip = self.tip_position(state)  # [*B, 2]
-        cart = coverage(box_sdf(px, py, pivot, (0.16, 0.07)), pix)  # [*B, H, W]
+        cart = coverage(box_sdf(px, py, pivot, (0.18, 0.08)), pix)  # [*B, H, W]
         canvas = paint(canvas, cart, self.cart_colour)  # [*B, H, W, 3]
-        pole = coverage(segment_sdf(px, py, pivot, tip, 0.04), pix)  # [*B, H, W]
+        pole = coverage(segment_sdf(px, py, pivot, tip, 0.045), pix)  # [*B, H, W]
         return paint(canvas, pole, self.pole_colour)  # [*B, H, W, 3]
