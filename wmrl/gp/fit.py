@@ -14,13 +14,14 @@ likelihood (Rasmussen & Williams 2006, Eq. 5.8)
     - \\tfrac n2 \\log 2\\pi,
     \\qquad K_a = K_{f,a} + \\sigma_a^2 I,
 
-with its gradient in closed form (R&W Eq. 5.9), minus PILCO's ``hypCurb`` penalty that keeps the
-length-scales within ``ls_max`` times the input spread and the signal-to-noise ratio below
-``snr_max``. Optimisation runs on standardised data (inputs centred and scaled per dimension,
-targets divided by their root mean square, which keeps the zero-mean model unchanged) and the
-hyper-parameters are mapped back exactly: ``ℓ ← ℓ·s_x``, ``α² ← α²·s_y²``, ``σ² ← σ²·s_y²``.
-Random restarts are optimised on a random subset of the data; the best of them (by the full-data
-objective) is refined on all the data.
+with its gradient in closed form (R&W Eq. 5.9), minus ``n`` times PILCO's ``hypCurb`` penalty that
+keeps the length-scales within ``ls_max`` times the input spread and the signal-to-noise ratio
+below ``snr_max`` (weighted by ``n`` so that the curb holds however much data there is: the
+likelihood's pull grows with ``n``). Optimisation runs on standardised data (inputs centred and
+scaled per dimension, targets divided by their root mean square, which keeps the zero-mean model
+unchanged) and the hyper-parameters are mapped back exactly: ``ℓ ← ℓ·s_x``, ``α² ← α²·s_y²``,
+``σ² ← σ²·s_y²``. Random restarts are optimised on a random subset of the data; the best of them
+(by the full-data objective) is refined on all the data.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class FitResult:
     Attributes:
         hyperparameters: the selected hyper-parameters.
         log_likelihood: exact log marginal likelihood of each output's GP ``[E]``.
-        objective: ``log_likelihood`` minus the curb penalty ``[E]`` (what was maximised).
+        objective: ``log_likelihood`` minus ``n`` x :func:`curb_penalty` ``[E]`` (what was
+            maximised).
         restart_objective: the objective on all data at the end of each restart ``[R, E]``
             (row 0 starts from the data-driven initialisation, the last row from ``init`` when
             one was given).
@@ -335,12 +337,12 @@ def _theta_to_hyp(theta: torch.Tensor, floor: torch.Tensor
 
 def _objective(theta: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, floor: torch.Tensor,
                ls_max: float, snr_max: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Negative log likelihood and curb penalty on standardised data, each ``[*P, E]``."""
+    """Negative log likelihood and ``n`` x curb penalty on standardised data, each ``[*P, E]``."""
     ell, sf2, sn2 = _theta_to_hyp(theta, floor)
     y = Y.transpose(0, 1).expand(*sf2.shape, Y.shape[0])  # [*P, E, n]
     nlml = _ExactNLML.apply(X, y, ell, sf2, sn2)  # [*P, E]
     pen = _curb(torch.log(ell), 0.5 * torch.log(sf2 / sn2), ls_max, snr_max)  # [*P, E]
-    return nlml, pen
+    return nlml, X.shape[0] * pen
 
 
 def _lbfgs(theta: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, floor: torch.Tensor,
