@@ -352,3 +352,29 @@ def test_errors():
         SquashedController(ctrl, torch.ones(3))
     with pytest.raises(ValueError, match="num_basis"):
         RBFController(3, 1, 0)
+
+
+def test_validate_false_still_checks_shapes_and_dtypes():
+    ctrl = LinearController(3, 1, validate=False)
+    mean, cov = random_gaussian(3, seed=14)
+    ctrl.moments(mean, cov - 5 * torch.eye(3, dtype=F64))  # PSD not checked
+    with pytest.raises(ValueError, match="last dimension"):
+        ctrl.moments(mean[:2], cov[:2, :2])
+    with pytest.raises(ValueError, match="dtype"):
+        ctrl.moments(mean, cov.float())
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    ctrl = FACTORIES["rbf-angles-squash"]()
+    mean, cov = random_gaussian(4, seed=15, scale=0.2, batch=(3,))
+    expect = ctrl.moments(mean, cov)
+    ctrl.cuda()
+    got = ctrl.moments(mean.cuda(), cov.cuda())
+    for a, b in zip(got, expect):
+        assert a.is_cuda
+        torch.testing.assert_close(a.cpu(), b)
+    td = PointPolicy(ctrl)(TensorDict(observation=mean.float().cuda(), batch_size=[3]))
+    assert td["action"].is_cuda and td["action"].dtype == torch.float32
+    ctrl.controller.reset_parameters(mean[0].cuda(), cov[0].cuda())
+    assert ctrl.controller.inputs.is_cuda

@@ -245,3 +245,14 @@ def test_errors():
     cost = ExponentialQuadraticCost(t, W, angle_dims=[0])  # expects the 5-dim augmented vector
     with pytest.raises(ValueError, match="do not match"):
         cost(_td(mean, cov, []))
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    mean, cov = random_gaussian(4, seed=20, scale=0.3, batch=(5,))
+    W, t = random_precision(6, seed=21, rank=2), torch.ones(6, dtype=F64)
+    cost = ExponentialQuadraticCost(t, W, reduction="none", angle_dims=[1], return_variance=True)
+    expect = cost(_td(mean, cov, [5]))
+    got = cost.cuda()(_td(mean.cuda(), cov.cuda(), [5]))
+    torch.testing.assert_close(got["loss_cost"].cpu(), expect["loss_cost"])
+    torch.testing.assert_close(got["cost_variance"].cpu(), expect["cost_variance"])

@@ -53,17 +53,20 @@ def _check_weights(weights: torch.Tensor, D: int | None = None) -> None:
 def weight_factor(weights: torch.Tensor) -> torch.Tensor:
     """A factor ``L`` ``[D, D]`` with ``W = L Lᵀ`` for a symmetric PSD ``W`` ``[D, D]``.
 
-    The Cholesky factor when ``W`` is positive definite (differentiable in ``W``); otherwise
-    ``Q diag(√λ₊)`` from the eigen-decomposition (for singular ``W``, e.g. a cost on a few
-    features; gradients with respect to such a ``W`` are not supported).
+    For a constant ``W`` (no gradient required) ``Q diag(√λ₊)`` from the eigen-decomposition,
+    which also covers a singular ``W`` (a cost on a few features) and needs no device
+    synchronisation. When ``W`` requires a gradient, its Cholesky factor (differentiable; ``W``
+    must then be positive definite, else the eigen-factor is used and its gradient is not
+    supported for repeated eigenvalues).
 
     >>> weight_factor(torch.tensor([[4.0, 0.0], [0.0, 0.0]])) @ torch.tensor([1.0, 1.0])
     tensor([2., 0.])
     """
     W = symmetrize(weights)  # [D, D]
-    L, info = torch.linalg.cholesky_ex(W)  # [D, D]
-    if int(info) == 0:
-        return L
+    if W.requires_grad:
+        L, info = torch.linalg.cholesky_ex(W)  # [D, D]
+        if int(info) == 0:
+            return L
     lam, Q = torch.linalg.eigh(W)  # [D], [D, D]
     return Q * lam.clamp_min(0.0).sqrt()  # [D, D]
 

@@ -122,7 +122,8 @@ class MomentController(TensorDictModuleBase):
         action_dim: ``F``.
         in_keys: the state mean and covariance keys.
         out_keys: the action mean, covariance and cross-covariance keys.
-        validate: check inputs (shapes, dtype/device, NaN/inf, symmetry and PSD) on every call.
+        validate: check inputs for NaN/inf, symmetry and PSD on every call (this synchronises
+            with the device); shapes, dtypes and devices are always checked.
     """
 
     def __init__(
@@ -166,9 +167,25 @@ class MomentController(TensorDictModuleBase):
         raise RuntimeError(f"{type(self).__name__} has no parameters or buffers")
 
     def check_state(self, mean: torch.Tensor, cov: torch.Tensor) -> None:
-        """Validate a Gaussian state against ``state_dim``, dtype and device (``ValueError``)."""
-        check_gaussian(mean, cov, self.state_dim, check_psd=self.validate, name="state")
+        """Validate a Gaussian state (``ValueError``).
+
+        Shapes, dtype and device always (no device synchronisation); with ``validate`` also
+        NaN/inf, symmetry and PSD (:func:`~wmrl.gaussian.check_gaussian`).
+        """
+        D = self.state_dim
+        if mean.dim() < 1 or mean.shape[-1] != D:
+            raise ValueError(
+                f"state mean must have shape [*B, {D}], got {tuple(mean.shape)} "
+                f"(last dimension {mean.shape[-1] if mean.dim() else None}, expected {D})"
+            )
+        if cov.shape != (*mean.shape, D):
+            raise ValueError(
+                f"state covariance must have shape {(*mean.shape, D)}, got {tuple(cov.shape)}"
+            )
         self._check_like(mean)
+        self._check_like(cov)
+        if self.validate:
+            check_gaussian(mean, cov, D, name="state")
 
     def check_point(self, x: torch.Tensor) -> None:
         """Validate a point state ``[*B, D]`` (``ValueError``)."""
