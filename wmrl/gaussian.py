@@ -85,8 +85,11 @@ def check_gaussian(
             if asym > 1e-6 * scale:
                 raise ValueError(f"{name} covariance is not symmetric (max |S - Sᵀ| = {asym:.3g})")
             eig = torch.linalg.eigvalsh(symmetrize(Sd))
-            tol = max(settings.psd_tolerance(), 10 * torch.finfo(Sd.dtype).eps)
-            bad = eig[..., 0] < -tol * eig.abs().amax(-1).clamp_min(torch.finfo(Sd.dtype).tiny)
+            eps = torch.finfo(Sd.dtype).eps
+            tol = max(settings.psd_tolerance(), 10 * eps)
+            # relative to the largest eigenvalue, with an absolute floor so that a covariance
+            # that is zero up to rounding (e.g. propagated from a point state) passes
+            bad = eig[..., 0] < -(tol * eig.abs().amax(-1) + 100 * eps)
             if bool(bad.any()):
                 raise ValueError(
                     f"{name} covariance is not positive semi-definite "
