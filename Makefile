@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test docs bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: venv
 test: venv
 	$(PY) -m ruff check wmrl tests benchmarks examples
 	$(PY) -m pytest -q
+	$(MAKE) docs
+
+docs: venv
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 bench: venv
 	$(PY) benchmarks/tasks.py
