@@ -10,7 +10,6 @@ TORCH_VERSION ?= 2.13.0
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install torch==$(TORCH_VERSION)
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
@@ -22,8 +21,8 @@ demo: venv
 
 test: venv
 	$(PY) -m ruff check wmrl tests benchmarks examples
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 	$(PY) -m pytest -q
-	$(MAKE) docs
 
 docs: venv
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
