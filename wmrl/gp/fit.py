@@ -322,7 +322,7 @@ def posterior_weights(
     L = robust_cholesky(K)  # [E, n, n]
     beta = torch.cholesky_solve(targets.transpose(0, 1).unsqueeze(-1), L).squeeze(-1)  # [E, n]
     inv_gram = torch.cholesky_inverse(L)  # [E, n, n]
-    return beta, 0.5 * (inv_gram + inv_gram.transpose(-1, -2))
+    return beta, (0.5 * (inv_gram + inv_gram.transpose(-1, -2))).contiguous()
 
 
 def _theta_to_hyp(theta: torch.Tensor, floor: torch.Tensor

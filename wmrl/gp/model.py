@@ -129,7 +129,9 @@ class GPWorldModel(TensorDictModuleBase):
         D, F = int(obs_dim), int(action_dim)
         dims = tuple(int(a) for a in angle_dims)
         if any(not -D <= a < D for a in dims) or len({a % D for a in dims}) != len(dims):
-            raise ValueError(f"angle_dims {list(dims)} must be distinct dimensions of a {D}-state")
+            raise ValueError(
+                f"angle_dims {list(dims)} must be distinct dimensions of a {D}-dimensional state"
+            )
         self.in_keys = in_keys
         self.out_keys = out_keys
         self.obs_dim, self.action_dim = D, F

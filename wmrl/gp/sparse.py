@@ -125,7 +125,7 @@ def fitc_posterior(
     Lm_inv = torch.linalg.solve_triangular(Lm, eye.expand_as(Lm), upper=False)  # L_m⁻¹ [E, m, m]
     middle = eye - torch.cholesky_inverse(LA)  # I - A⁻¹  [E, m, m]
     inv_gram = Lm_inv.transpose(-1, -2) @ middle @ Lm_inv  # [E, m, m]
-    return beta.squeeze(-1), 0.5 * (inv_gram + inv_gram.transpose(-1, -2))
+    return beta.squeeze(-1), (0.5 * (inv_gram + inv_gram.transpose(-1, -2))).contiguous()
 
 
 def fit_inducing_inputs(
