@@ -1,0 +1,125 @@
+"""The Dreamer actor: a tanh-transformed Gaussian policy on the latent state.
+
+Hafner et al. 2019, "Dream to Control", Eq. 5 and App. A: ``a = tanh(mu(s) + sigma(s) eps)`` with
+``eps ~ N(0, I)``, the mean squashed as ``5 tanh(mu / 5)`` and the scale a softplus offset so
+that it starts at 5 (``std_bias``); the sample is reparameterised, so the actor is trained by
+backpropagating the lambda-returns through the imagined dynamics.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from tensordict.nn import InteractionType
+from tensordict.nn.probabilistic import interaction_type
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["DreamerActor", "TanhNormalSample", "tanh_normal_rsample", "biased_softplus_scale"]
+
+
+def biased_softplus_scale(raw: torch.Tensor, bias: float, min_val: float) -> torch.Tensor:
+    """``softplus(raw + c) + min_val`` with ``c`` such that ``raw = 0`` maps to ``bias``.
+
+    (TorchRL's ``biased_softplus_{bias}_{min_val}`` scale mapping, then clamped at ``min_val``.)
+
+    >>> biased_softplus_scale(torch.zeros(1), 5.0, 1e-4).item()  # doctest: +ELLIPSIS
+    5.0...
+    """
+    c = math.log(math.expm1(bias - min_val))
+    return (F.softplus(raw + c) + min_val).clamp_min(min_val)  # [*B, A]
+
+
+def tanh_normal_rsample(
+    loc: torch.Tensor, scale: torch.Tensor, noise: torch.Tensor, mean_scale: float = 5.0
+) -> torch.Tensor:
+    """``tanh(m tanh(loc / m) + scale * noise)`` with ``m = mean_scale`` (Dream to Control, App. A).
+
+    >>> tanh_normal_rsample(torch.zeros(2), torch.ones(2), torch.zeros(2))
+    tensor([0., 0.])
+    """
+    mean = mean_scale * torch.tanh(loc / mean_scale)  # [*B, A]
+    return torch.tanh(torch.addcmul(mean, scale, noise))  # [*B, A]
+
+
+class DreamerActor(nn.Module):
+    """``(state, belief) -> (loc, scale)`` of the tanh-Gaussian action distribution.
+
+    An MLP of ``depth`` hidden layers of ``num_cells`` units (ELU), output ``2 * out_features``
+    split into ``loc`` and ``scale = biased_softplus(., std_bias, std_min_val)``. The parameter
+    layout (``backbone``) follows TorchRL's ``MLP``, so TorchRL's ``DreamerActor`` state dicts
+    load. Sample actions with :class:`TanhNormalSample` (or TorchRL's ``TanhNormal`` with
+    ``tanh_loc=True``, which has the same distribution).
+
+    Args:
+        out_features: action dimension.
+        depth: hidden layers (default 4).
+        num_cells: hidden width (default 200).
+        activation_class: hidden activation (default ``nn.ELU``).
+        std_bias: scale at a zero pre-activation (default 5).
+        std_min_val: minimum scale (default 1e-4).
+        in_features: ``S + H`` (default 230).
+        device: where the parameters live.
+
+    Example:
+        >>> actor = DreamerActor(2, depth=2, num_cells=8, in_features=6)
+        >>> loc, scale = actor(torch.zeros(3, 4), torch.zeros(3, 2))
+        >>> loc.shape, bool((scale > 0).all())
+        (torch.Size([3, 2]), True)
+    """
+
+    def __init__(
+        self,
+        out_features: int,
+        depth: int = 4,
+        num_cells: int = 200,
+        activation_class: type[nn.Module] = nn.ELU,
+        std_bias: float = 5.0,
+        std_min_val: float = 1e-4,
+        in_features: int = 230,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(width, num_cells, device=device), activation_class()]
+            width = num_cells
+        layers.append(nn.Linear(width, 2 * out_features, device=device))
+        self.backbone = nn.Sequential(*layers)
+        self.std_bias, self.std_min_val = std_bias, std_min_val
+
+    def forward(
+        self, state: torch.Tensor, belief: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw = self.backbone(torch.cat([state, belief], dim=-1)).chunk(2, -1)  # [*B, A] x 2
+        return loc, biased_softplus_scale(raw, self.std_bias, self.std_min_val)
+
+
+class TanhNormalSample(nn.Module):
+    """Reparameterised sample of the tanh-Gaussian: ``(loc, scale) -> action`` in ``(-1, 1)``.
+
+    Samples by default; under ``tensordict.nn.set_interaction_type`` with a deterministic type
+    (``DETERMINISTIC``, ``MODE``, ``MEAN``) returns ``tanh(m tanh(loc / m))`` instead.
+
+    Args:
+        mean_scale: ``m`` in :func:`tanh_normal_rsample` (default 5, TorchRL's ``tanh_loc``
+            upscale).
+
+    Example:
+        >>> TanhNormalSample()(torch.zeros(4, 2), torch.ones(4, 2)).shape
+        torch.Size([4, 2])
+    """
+
+    def __init__(self, mean_scale: float = 5.0) -> None:
+        super().__init__()
+        self.mean_scale = mean_scale
+
+    def forward(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        kind = interaction_type()
+        if kind in (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN):
+            noise = torch.zeros_like(loc)  # [*B, A]
+        else:
+            noise = torch.randn_like(loc)  # [*B, A]
+        return tanh_normal_rsample(loc, scale, noise, self.mean_scale)

@@ -1,0 +1,96 @@
+"""Transposed-convolution observation decoder of the RSSM (Hafner et al. 2019, App. A)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from wmrl.rssm.encoder import resolve_depth
+
+__all__ = ["ObsDecoder"]
+
+
+class ObsDecoder(nn.Module):
+    """Latent ``(state [*B, S], belief [*B, H])`` to pixels ``[*B, C, 64, 64]``.
+
+    A dense layer to ``32 * channels`` features, seen as a 1x1 image, then stride-2 transposed
+    convolutions (kernels 5, 5, 6, 6 for four layers: 1 -> 5 -> 13 -> 30 -> 64 pixels) with ReLU
+    between them (Hafner et al. 2019, "Dream to Control", App. A). The output is the mean of the
+    pixel distribution (unit variance), as in the paper. The parameter layout
+    (``state_to_latent.0``, ``decoder.{0,2,4,6}``) is TorchRL's.
+
+    Two exact rewrites make it fast on CPU: the first transposed convolution sees a 1x1 input,
+    so it is a matrix product (TorchRL runs it as a convolution, whose backward pass dominates
+    the whole Dreamer update on CPU), and the other layers run in the channels-last memory format.
+
+    Args:
+        channels: filters of the last hidden layer (default 32).
+        num_layers: number of transposed convolutions (at least 2, default 4).
+        kernel_sizes: kernel of each layer (default ``[5, 5, 6, 6]`` for 4 layers, else 5).
+        latent_dim: ``S + H`` (default ``30 + 200``).
+        out_channels: image channels (default 3).
+        depth: alias of ``channels``.
+        channels_last: run the convolutions in the channels-last memory format.
+        device: where the parameters live.
+
+    Example:
+        >>> dec = ObsDecoder(channels=4, latent_dim=12)
+        >>> dec(torch.zeros(2, 5, 4), torch.zeros(2, 5, 8)).shape
+        torch.Size([2, 5, 3, 64, 64])
+    """
+
+    def __init__(
+        self,
+        channels: int = 32,
+        num_layers: int = 4,
+        kernel_sizes: int | Sequence[int] | None = None,
+        latent_dim: int = 230,
+        out_channels: int = 3,
+        depth: int | None = None,
+        *,
+        channels_last: bool = True,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        channels = resolve_depth(channels, depth)
+        if num_layers < 2:
+            raise ValueError(f"num_layers must be at least 2, got {num_layers}")
+        if kernel_sizes is None:
+            kernel_sizes = [5, 5, 6, 6] if num_layers == 4 else 5
+        if isinstance(kernel_sizes, int):
+            kernel_sizes = [kernel_sizes] * num_layers
+        if len(kernel_sizes) != num_layers:
+            raise ValueError(f"need {num_layers} kernel sizes, got {list(kernel_sizes)}")
+        width = 32 * channels
+        self.state_to_latent = nn.Sequential(nn.Linear(latent_dim, width, device=device), nn.ReLU())
+        # filters: width -> channels * 2^(L-2) -> ... -> channels -> out_channels
+        sizes = [width] + [channels * 2**i for i in range(num_layers - 2, -1, -1)] + [out_channels]
+        layers: list[nn.Module] = []
+        for i, k in enumerate(kernel_sizes):
+            if i:
+                layers.append(nn.ReLU())
+            layers.append(nn.ConvTranspose2d(sizes[i], sizes[i + 1], k, stride=2, device=device))
+        self.decoder = nn.Sequential(*layers)
+        self.latent_dim, self.channels_last = latent_dim, channels_last
+
+    def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        latent = torch.cat([state, belief], dim=-1)  # [*B, S + H]
+        if latent.shape[-1] != self.latent_dim:
+            raise ValueError(
+                f"state and belief have {latent.shape[-1]} features, expected {self.latent_dim}"
+            )
+        batch = latent.shape[:-1]
+        x = self.state_to_latent(latent.reshape(-1, self.latent_dim))  # [N, D]
+        first: nn.ConvTranspose2d = self.decoder[0]
+        c_out, k = first.out_channels, first.kernel_size[0]
+        # a transposed convolution of a 1x1 image is a matrix product
+        w = first.weight.to(x.dtype).reshape(first.in_channels, c_out * k * k)  # [D, C*k*k]
+        x = (x @ w).view(-1, c_out, k, k)  # [N, C, k, k]
+        x = x + first.bias.to(x.dtype).view(1, c_out, 1, 1)  # [N, C, k, k]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)  # [N, C, k, k] (NHWC strides)
+        for layer in self.decoder[1:]:
+            x = layer(x)  # [N, C', h', w']
+        return x.contiguous().view(*batch, *x.shape[1:])  # [*B, C, H, W]

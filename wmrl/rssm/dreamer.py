@@ -1,0 +1,362 @@
+"""Dreamer losses: world model, actor and value (Hafner et al. 2019, "Dream to Control").
+
+* :class:`DreamerModelLoss`: KL between posterior and prior with free nats, pixel
+  reconstruction and reward prediction (Eq. 10 with the PlaNet objective, Hafner et al. 2019b,
+  Eq. 3).
+* :class:`DreamerActorLoss`: minus the lambda-returns of trajectories imagined by a
+  :class:`~wmrl.envs.dreamer.DreamerEnv` (Eq. 6-7); gradients reach the actor through the
+  imagined dynamics.
+* :class:`DreamerValueLoss`: regression of the critic onto the lambda-returns (Eq. 8).
+
+Each ``forward`` returns ``(loss_td, tensordict)``: the scalar losses (keys ``loss_*``) and the
+detached data the next loss reads, as TorchRL's classes of the same names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModule
+from tensordict.utils import NestedKey
+from torchrl.objectives.common import LossModule
+from torchrl.objectives.utils import ValueEstimators
+
+from wmrl.rssm.functional import DISTANCES, cumulative_discount, gaussian_kl, pointwise_distance
+from wmrl.rssm.imagination import (
+    build_value_estimator,
+    evaluate_values,
+    imagine,
+    lambda_targets,
+)
+
+__all__ = ["DreamerModelLoss", "DreamerActorLoss", "DreamerValueLoss", "reduce_kl"]
+
+
+def _check_distance(name: str, kind: str) -> str:
+    if kind not in DISTANCES:
+        raise ValueError(f"{name} must be one of {DISTANCES}, got {kind!r}")
+    return kind
+
+
+def reduce_kl(
+    kl: torch.Tensor, free_nats: float, delayed_clamp: bool, global_average: bool
+) -> torch.Tensor:
+    """Reduce an elementwise KL ``[*B, T, S]`` to the Dreamer KL loss (a scalar).
+
+    Without ``global_average`` the KL is summed over the state dimensions first. Free nats
+    (PlaNet, Sec. 3; Dreamer, App. A: 3 nats): with ``delayed_clamp=False`` each time step's KL is
+    clamped at ``free_nats`` and then averaged; with ``delayed_clamp=True`` the average is
+    clamped.
+
+    >>> kl = torch.tensor([[[1.0, 1.0], [3.0, 3.0]]])  # [1, 2, 2]: per-step sums 2 and 6
+    >>> reduce_kl(kl, 3.0, False, False), reduce_kl(kl, 3.0, True, False)
+    (tensor(4.5000), tensor(4.))
+    """
+    if not global_average:
+        kl = kl.sum(-1)  # [*B, T]
+    if delayed_clamp:
+        return kl.mean().clamp_min(free_nats)
+    return kl.clamp_min(free_nats).mean()
+
+
+class DreamerModelLoss(LossModule):
+    """Dreamer world-model loss: ``lambda_kl KL + lambda_reco reco + lambda_reward reward``.
+
+    ``world_model`` reads a batch of sequences ``[*B, T]`` and writes, under ``"next"``, the
+    prior and posterior parameters, the reconstruction and the predicted reward (e.g. a
+    ``TensorDictSequential`` of an :class:`~wmrl.rssm.encoder.ObsEncoder`, an
+    :class:`~wmrl.rssm.rollout.RSSMRollout`, an :class:`~wmrl.rssm.decoder.ObsDecoder` and a
+    reward head). The true reward ``("next", "reward")`` is moved to ``("next", "true_reward")``
+    before the model runs.
+
+    * KL: ``KL(q(s_t | h_t, o_t) || p(s_t | h_t))`` of the diagonal Gaussians, see
+      :func:`reduce_kl` for ``free_nats``, ``delayed_clamp`` and ``global_average``.
+    * Reconstruction: ``reco_loss`` (``"l2"``, ``"l1"`` or ``"smooth_l1"``) between
+      ``("next", "pixels")`` and ``("next", "reco_pixels")``, summed over the non-batch
+      dimensions and averaged over batch and time (``global_average=False``), or averaged over
+      all elements (``global_average=True``). The ``l2`` sum is, up to a constant, the negative
+      log-likelihood of a unit-variance Gaussian decoder (Dreamer, Eq. 10).
+    * Reward: ``reward_loss`` between true and predicted reward, averaged (the reward has one
+      feature, so ``global_average`` does not change it).
+
+    Differences from TorchRL 0.14.1: the losses are 0-dim scalars (TorchRL: shape ``[1]``); the
+    reconstruction sum runs over all non-batch dimensions (TorchRL sums the last three, which
+    also sums over time for vector observations ``[B, T, D]``).
+
+    Args:
+        world_model: the world-model TensorDict module.
+        lambda_kl, lambda_reco, lambda_reward: weights (default 1).
+        reco_loss, reward_loss: distances (default ``"l2"``).
+        free_nats: KL floor in nats (default 3).
+        delayed_clamp: clamp the averaged KL instead of each step's KL.
+        global_average: average over all dimensions instead of summing the feature dimensions.
+
+    ``forward(tensordict)`` returns ``(loss_td, model_output.detach())`` with ``loss_td`` holding
+    ``loss_model_kl``, ``loss_model_reco`` and ``loss_model_reward``.
+
+    Example:
+        >>> from tensordict.nn import TensorDictModule
+        >>> class Toy(torch.nn.Module):  # writes fixed model outputs
+        ...     def forward(self, td):
+        ...         z = torch.zeros(*td.shape, 2)
+        ...         td["next", "prior_mean"], td["next", "prior_std"] = z, z + 1
+        ...         td["next", "posterior_mean"], td["next", "posterior_std"] = z + 3, z + 1
+        ...         td["next", "reco_pixels"] = td["next", "pixels"] + 1
+        ...         td["next", "reward"] = td["next", "true_reward"] * 0
+        ...         return td
+        >>> td = TensorDict({"next": {"pixels": torch.zeros(4, 5, 3, 2, 2),
+        ...                           "reward": torch.ones(4, 5, 1)}}, [4, 5])
+        >>> loss_td, _ = DreamerModelLoss(Toy())(td)
+        >>> [round(loss_td[k].item(), 4) for k in ("loss_model_kl", "loss_model_reco",
+        ...                                         "loss_model_reward")]
+        [9.0, 12.0, 1.0]
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Entries read under ``"next"``: ``reward`` (true, renamed to ``true_reward`` before the
+        model runs, then the model's prediction), ``prior_mean``, ``prior_std``,
+        ``posterior_mean``, ``posterior_std``, ``pixels`` (target) and ``reco_pixels``."""
+
+        reward: NestedKey = "reward"
+        true_reward: NestedKey = "true_reward"
+        prior_mean: NestedKey = "prior_mean"
+        prior_std: NestedKey = "prior_std"
+        posterior_mean: NestedKey = "posterior_mean"
+        posterior_std: NestedKey = "posterior_std"
+        pixels: NestedKey = "pixels"
+        reco_pixels: NestedKey = "reco_pixels"
+
+    tensor_keys: _AcceptedKeys
+    default_keys = _AcceptedKeys
+
+    def __init__(
+        self,
+        world_model: Any,
+        lambda_kl: float = 1.0,
+        lambda_reco: float = 1.0,
+        lambda_reward: float = 1.0,
+        reco_loss: str = "l2",
+        reward_loss: str = "l2",
+        free_nats: float = 3,
+        delayed_clamp: bool = False,
+        global_average: bool = False,
+    ) -> None:
+        super().__init__()
+        self.world_model = world_model
+        self.lambda_kl, self.lambda_reco, self.lambda_reward = lambda_kl, lambda_reco, lambda_reward
+        self.reco_loss = _check_distance("reco_loss", reco_loss)
+        self.reward_loss = _check_distance("reward_loss", reward_loss)
+        self.free_nats, self.delayed_clamp = free_nats, delayed_clamp
+        self.global_average = global_average
+
+    def _forward_value_estimator_keys(self, **kwargs: Any) -> None:
+        pass
+
+    def forward(self, tensordict: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
+        keys = self.tensor_keys
+        td = tensordict.copy()
+        td.rename_key_(("next", keys.reward), ("next", keys.true_reward))
+        td = self.world_model(td)
+        nxt = td.get("next")
+        kl = gaussian_kl(
+            nxt.get(keys.posterior_mean),
+            nxt.get(keys.posterior_std),
+            nxt.get(keys.prior_mean),
+            nxt.get(keys.prior_std),
+        )  # [*B, T, S]
+        kl = reduce_kl(kl.float(), self.free_nats, self.delayed_clamp, self.global_average)
+
+        pixels = nxt.get(keys.pixels)
+        reco = pointwise_distance(
+            pixels, nxt.get(keys.reco_pixels).to(pixels.dtype), self.reco_loss
+        )
+        if not self.global_average:
+            reco = reco.flatten(td.batch_dims).sum(-1)  # [*B, T]
+        reco = reco.mean()
+
+        true_reward = nxt.get(keys.true_reward)
+        pred_reward = nxt.get(keys.reward).to(true_reward.dtype)
+        reward = pointwise_distance(true_reward, pred_reward, self.reward_loss).mean()
+
+        loss_td = TensorDict(
+            loss_model_kl=self.lambda_kl * kl,
+            loss_model_reco=self.lambda_reco * reco,
+            loss_model_reward=self.lambda_reward * reward,
+        )
+        return loss_td, td.detach()
+
+
+class DreamerActorLoss(LossModule):
+    """Dreamer actor loss: minus the lambda-returns of imagined trajectories (Dreamer, Eq. 7).
+
+    From the ``"state"`` / ``"belief"`` entries of the input (detached posterior states, any
+    batch shape), ``model_based_env`` (a :class:`~wmrl.envs.dreamer.DreamerEnv`) is rolled out
+    for ``imagination_horizon`` steps with ``actor_model`` sampling actions; its parameters are
+    frozen for the rollout. The critic ``value_model`` (frozen too) values the imagined next
+    states and the value estimator (TorchRL's ``TDLambdaEstimator`` by default: ``gamma = 0.99``,
+    ``lmbda = 0.95``; see :meth:`make_value_estimator`) turns rewards and values into targets
+    ``V^lambda_t`` ``[*B, H, 1]``, written to ``"lambda_target"``. The loss is
+    ``-mean_B sum_t w_t V^lambda_t`` with ``w_t = gamma^t`` if ``discount_loss`` else 1.
+
+    ``discount_loss`` defaults to ``False`` as in the documentation pages (TorchRL 0.14.1's
+    implementation defaults to ``True``).
+
+    Args:
+        actor_model: policy writing ``"action"`` from ``"state"`` and ``"belief"``.
+        value_model: critic writing ``"state_value"``.
+        model_based_env: the imagination environment.
+        imagination_horizon: ``H`` (default 15).
+        discount_loss: weight step ``t`` by ``gamma^t``.
+
+    ``forward(tensordict)`` returns ``(TensorDict(loss_actor=...), trajectory.detach())``.
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """``state`` and ``belief`` (start state), ``reward`` (under ``"next"``), ``value``
+        (critic output), ``done`` and ``terminated`` (for the value estimator)."""
+
+        state: NestedKey = "state"
+        belief: NestedKey = "belief"
+        reward: NestedKey = "reward"
+        value: NestedKey = "state_value"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+
+    tensor_keys: _AcceptedKeys
+    default_keys = _AcceptedKeys
+    default_value_estimator = ValueEstimators.TDLambda
+
+    def __init__(
+        self,
+        actor_model: TensorDictModule,
+        value_model: TensorDictModule,
+        model_based_env: Any,
+        imagination_horizon: int = 15,
+        discount_loss: bool = False,
+    ) -> None:
+        super().__init__()
+        if imagination_horizon < 1:
+            raise ValueError(f"imagination_horizon must be positive, got {imagination_horizon}")
+        self.actor_model = actor_model
+        # the critic and the environment are trained by other losses: not registered here
+        self.__dict__["value_model"] = value_model
+        self.__dict__["model_based_env"] = model_based_env
+        self.imagination_horizon, self.discount_loss = imagination_horizon, discount_loss
+
+    def _estimator_keys(self) -> dict[str, NestedKey]:
+        k = self.tensor_keys
+        return {"value": k.value, "reward": k.reward, "done": k.done, "terminated": k.terminated}
+
+    def _forward_value_estimator_keys(self, **kwargs: Any) -> None:
+        if self._value_estimator is not None:
+            self._value_estimator.set_keys(**self._estimator_keys())
+
+    def make_value_estimator(
+        self, value_type: ValueEstimators | None = None, **hyperparams: Any
+    ) -> DreamerActorLoss:
+        """Build the value estimator (TD0, TD1 or TDLambda, default TDLambda) with TorchRL's
+        default hyper-parameters (``gamma=0.99``, ``lmbda=0.95``) overridden by ``hyperparams``.
+
+        An estimator instance or class is passed on to TorchRL's ``LossModule``.
+        """
+        from torchrl.objectives.value import ValueEstimatorBase
+
+        if isinstance(value_type, ValueEstimatorBase) or (
+            isinstance(value_type, type) and issubclass(value_type, ValueEstimatorBase)
+        ):
+            LossModule.make_value_estimator(self, value_type, **hyperparams)
+            return self
+        self.value_type, self._value_estimator = build_value_estimator(
+            value_type or self.default_value_estimator, self._estimator_keys(), **hyperparams
+        )
+        return self
+
+    def imagine(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """The imagined trajectory ``[*B, H]`` with ``"lambda_target"`` ``[*B, H, 1]`` set."""
+        keys = self.tensor_keys
+        fake = imagine(
+            self.model_based_env,
+            self.actor_model,
+            tensordict,
+            self.imagination_horizon,
+            (keys.state, keys.belief),
+        )
+        next_value = evaluate_values(
+            self.value_model, fake.get("next"), keys.value, frozen_params=True
+        )  # [*B, H, 1]
+        reward = fake.get(("next", keys.reward))  # [*B, H, 1]
+        target = lambda_targets(self.value_estimator, reward, next_value, self._estimator_keys())
+        fake.set("lambda_target", target)
+        return fake
+
+    def forward(self, tensordict: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
+        fake = self.imagine(tensordict)
+        target = fake.get("lambda_target")  # [*B, H, 1]
+        if self.discount_loss:
+            target = target * cumulative_discount(target, self.value_estimator.gamma)  # [*B, H, 1]
+        loss = -target.sum((-2, -1)).mean()
+        return TensorDict(loss_actor=loss), fake.detach()
+
+
+class DreamerValueLoss(LossModule):
+    """Dreamer critic loss: ``mean_B sum_t w_t d(v(s_t), V^lambda_t)`` (Dream to Control, Eq. 8).
+
+    Reads the imagined trajectory returned by :class:`DreamerActorLoss` (states and
+    ``"lambda_target"``, already detached), evaluates ``value_model`` on its states and regresses
+    onto the targets with distance ``value_loss``; ``w_t = gamma^t`` if ``discount_loss``.
+
+    Args:
+        value_model: critic writing ``"state_value"``.
+        value_loss: ``"l2"`` (default), ``"l1"`` or ``"smooth_l1"``.
+        discount_loss: weight step ``t`` by ``gamma^t`` (default ``True``, as TorchRL).
+        gamma: discount (default 0.99).
+
+    Example:
+        >>> from tensordict.nn import TensorDictModule
+        >>> value = TensorDictModule(lambda s: s.sum(-1, keepdim=True), ["state"], ["state_value"])
+        >>> td = TensorDict({"state": torch.ones(2, 3, 2), "lambda_target": torch.zeros(2, 3, 1)},
+        ...                 [2, 3])
+        >>> loss_td, _ = DreamerValueLoss(value, discount_loss=False)(td)
+        >>> loss_td["loss_value"]
+        tensor(12.)
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """``value`` (critic output) and ``lambda_target`` (regression target)."""
+
+        value: NestedKey = "state_value"
+        lambda_target: NestedKey = "lambda_target"
+
+    tensor_keys: _AcceptedKeys
+    default_keys = _AcceptedKeys
+
+    def __init__(
+        self,
+        value_model: TensorDictModule,
+        value_loss: str = "l2",
+        discount_loss: bool = True,
+        gamma: float = 0.99,
+    ) -> None:
+        super().__init__()
+        self.value_model = value_model
+        self.value_loss = _check_distance("value_loss", value_loss)
+        self.discount_loss, self.gamma = discount_loss, gamma
+
+    def _forward_value_estimator_keys(self, **kwargs: Any) -> None:
+        pass
+
+    def forward(self, fake_data: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
+        target = fake_data.get(self.tensor_keys.lambda_target)  # [*B, H, 1]
+        value = evaluate_values(
+            self.value_model, fake_data, self.tensor_keys.value, frozen_params=False
+        )  # [*B, H, 1]
+        loss = pointwise_distance(value, target.to(value.dtype), self.value_loss)  # [*B, H, 1]
+        if self.discount_loss:
+            loss = loss * cumulative_discount(loss, self.gamma)  # [*B, H, 1]
+        return TensorDict(loss_value=loss.sum((-2, -1)).mean()), fake_data
