@@ -72,7 +72,13 @@ from wmrl.gaussian import check_finite, check_gaussian, symmetrize
 __all__ = ["gp_moment_match", "gp_predict", "DEFAULT_BLOCK_ELEMENTS"]
 
 #: entries of the ``[n, n]`` blocks held at once (per buffer) by :func:`gp_moment_match`
-DEFAULT_BLOCK_ELEMENTS = 2**22
+DEFAULT_BLOCK_ELEMENTS = 2**18
+
+
+def _check_finite_fast(name: str, t: Tensor) -> None:
+    """``check_finite`` in one reduction: the full check runs only if the sum is not finite."""
+    if not bool(torch.isfinite(t.sum())):
+        check_finite(name, t)
 
 
 def _check_gp(
@@ -103,7 +109,7 @@ def _check_gp(
             raise ValueError(f"{name} has dtype {t.dtype}, the input belief has {dtype}")
         if t.device != device:
             raise ValueError(f"{name} is on {t.device}, the input belief is on {device}")
-        check_finite(name, t)
+        _check_finite_fast(name, t)
     if not bool((lengthscales > 0).all()):
         raise ValueError("lengthscales must be positive")
     if not bool((signal_var > 0).all()):
@@ -137,59 +143,111 @@ def _exp_clamp(dtype: torch.dtype) -> float:
     return 0.4 * math.log(torch.finfo(dtype).max)
 
 
-class _BlockReduce(torch.autograd.Function):
-    """``s = waᵀ G wb - qaᵀ (iK ∘ G) qa`` with ``G = expm1(min(U Wᵀ, lmax))``, per leading index.
+def _shared_matmul(M: Tensor, X: Tensor) -> Tensor:
+    """``M @ X`` for ``M`` ``[p, t, n]`` shared across the leading dim of ``X`` ``[c, p, n, k]``.
 
-    Shapes: ``U, W`` ``[..., n, r]``, ``wa, wb, qa`` ``[..., n]``, ``iK`` broadcastable to
-    ``[..., n, n]`` or ``None`` (then ``qa`` is ignored). Returns ``[...]``. The ``[n, n]``
-    blocks are not saved: backward recomputes them from the rank-``r`` factors.
+    One ``[t, n] x [n, c·k]`` product per ``p`` instead of broadcasting ``M`` to ``[c, p, t, n]``.
+    """
+    c, p, n, k = X.shape
+    Y = torch.bmm(M, X.permute(1, 2, 0, 3).reshape(p, n, c * k))  # [p, t, c·k]
+    return Y.reshape(p, M.shape[-2], c, k).permute(2, 0, 1, 3)  # [c, p, t, k]
+
+
+def _chunks(N: int, P: int, E: int, n: int, budget: int):
+    """``(pairs, batch, rows, diagonal)`` slices covering ``[N, P]`` blocks of ``[n, n]`` with at
+    most ``budget`` entries per ``[c, p, t, n]`` tile (the ``E`` diagonal pairs come first)."""
+    for start, stop in ((0, E), (E, P)):
+        if stop <= start:
+            continue
+        p_step = min(stop - start, max(1, budget // (n * n)))
+        for p0 in range(start, stop, p_step):
+            ps = slice(p0, min(stop, p0 + p_step))
+            c_step = max(1, budget // (n * n * (ps.stop - ps.start)))
+            rows = max(1, min(n, budget // (n * (ps.stop - ps.start) * min(c_step, N))))
+            for b0 in range(0, N, c_step):
+                bs = slice(b0, min(N, b0 + c_step))
+                for i0 in range(0, n, rows):
+                    yield ps, bs, slice(i0, min(n, i0 + rows)), start == 0
+
+
+class _BlockReduce(torch.autograd.Function):
+    """``s_p = wa_pᵀ G_p wb_p - [p < E] q_pᵀ(iK_p ∘ G_p)q_p``, ``G_p = expm1(min(U_p W_pᵀ, lmax))``.
+
+    Shapes: ``U, W`` ``[N, P, n, r]``, ``wa, wb`` ``[N, P, n]``, ``q`` ``[N, E, n]``, ``iK``
+    ``[E, n, n]`` or ``None``; returns ``[N, P]``. ``G`` is formed one tile of at most ``budget``
+    entries at a time and never stored; backward recomputes each tile and contracts it with
+    ``[n, r+1]`` matrices, so ``∂s/∂L`` is never formed. Beyond ``lmax`` the derivative of
+    ``expm1`` is taken as ``exp(lmax)``: like the entries themselves, negligible there.
+    First derivatives only.
     """
 
     @staticmethod
-    def forward(ctx, U, W, wa, wb, qa, iK, lmax):  # type: ignore[override]
-        G = torch.matmul(U, W.transpose(-1, -2))  # [..., n, n]
-        G.clamp_(max=lmax).expm1_()  # [..., n, n]
-        out = (G @ wb.unsqueeze(-1)).squeeze(-1).mul_(wa).sum(-1)  # [...]
-        if iK is not None:
-            G.mul_(iK)  # iK ∘ G  [..., n, n]
-            out = out - (G @ qa.unsqueeze(-1)).squeeze(-1).mul_(qa).sum(-1)  # [...]
-        ctx.save_for_backward(U, W, wa, wb, qa, iK)
-        ctx.lmax = lmax
+    def forward(ctx, U, W, wa, wb, q, iK, lmax, budget):  # type: ignore[override]
+        N, P, n, _ = U.shape
+        E = q.shape[1]
+        Wt = W.transpose(-1, -2).contiguous()  # [N, P, r, n]
+        out = U.new_zeros(N, P)  # [N, P]
+        for ps, bs, ts, diag in _chunks(N, P, E, n, budget):
+            G = torch.matmul(U[bs, ps, ts], Wt[bs, ps])  # L tile  [c, p, t, n]
+            G.clamp_(max=lmax).expm1_()  # [c, p, t, n]
+            s = (G @ wb[bs, ps].unsqueeze(-1)).squeeze(-1).mul_(wa[bs, ps, ts]).sum(-1)  # [c, p]
+            if diag and iK is not None:
+                G.mul_(iK[ps, ts])  # iK ∘ G  [c, p, t, n]
+                qa = q[bs, ps]  # [c, p, n]
+                s -= (G @ qa.unsqueeze(-1)).squeeze(-1).mul_(qa[..., ts]).sum(-1)  # [c, p]
+            out[bs, ps] += s
+        ctx.save_for_backward(U, W, wa, wb, q, iK)
+        ctx.lmax, ctx.budget = lmax, budget
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, gout):  # type: ignore[override]
-        U, W, wa, wb, qa, iK = ctx.saved_tensors
-        lmax = ctx.lmax
-        L = torch.matmul(U, W.transpose(-1, -2))  # [..., n, n]
-        keep = L < lmax  # [..., n, n]
-        G = torch.expm1(L.clamp(max=lmax))  # [..., n, n]
-        g = gout[..., None, None]  # [..., 1, 1]
-        dG = g * (wa.unsqueeze(-1) * wb.unsqueeze(-2))  # ∂s/∂G  [..., n, n]
-        if iK is not None:
-            dG = dG - g * iK * (qa.unsqueeze(-1) * qa.unsqueeze(-2))  # [..., n, n]
-        dL = dG * (G + 1) * keep  # [..., n, n]
+        U, W, wa, wb, q, iK = ctx.saved_tensors
         need = ctx.needs_input_grad
-        dU = torch.matmul(dL, W) if need[0] else None  # [..., n, r]
-        dW = torch.matmul(dL.transpose(-1, -2), U) if need[1] else None  # [..., n, r]
-        dwa = None
-        if need[2]:
-            dwa = gout.unsqueeze(-1) * (G @ wb.unsqueeze(-1)).squeeze(-1)  # [..., n]
-        dwb = None
-        if need[3]:
-            Gt = G.transpose(-1, -2)  # [..., n, n]
-            dwb = gout.unsqueeze(-1) * (Gt @ wa.unsqueeze(-1)).squeeze(-1)  # [..., n]
-        dqa = diK = None
-        if iK is not None and (need[4] or need[5]):
-            iKG = iK * G  # [..., n, n]
-            if need[4]:
-                dqa = -gout.unsqueeze(-1) * (
-                    (iKG @ qa.unsqueeze(-1)) + (iKG.transpose(-1, -2) @ qa.unsqueeze(-1))
-                ).squeeze(-1)  # [..., n]
-            if need[5]:
-                full = -g * G * (qa.unsqueeze(-1) * qa.unsqueeze(-2))  # [..., n, n]
-                diK = full.sum_to_size(iK.shape)  # [E', n, n]
-        return dU, dW, dwa, dwb, dqa, diK, None
+        N, P, n, r = U.shape
+        E = q.shape[1]
+        dU, dW = torch.zeros_like(U), torch.zeros_like(W)  # [N, P, n, r]
+        dwa, dwb = torch.zeros_like(wa), torch.zeros_like(wb)  # [N, P, n]
+        dq = torch.zeros_like(q)  # [N, E, n]
+        diK = torch.zeros_like(iK) if iK is not None and need[5] else None  # [E, n, n]
+        Wt = W.transpose(-1, -2)  # [N, P, r, n]
+        Xb = torch.cat([wb.unsqueeze(-1) * W, wb.unsqueeze(-1)], -1)  # [N, P, n, r+1]
+        sW = Xb[..., :r].sum(-2, keepdim=True)  # Σ_j wb_j W_j  [N, P, 1, r]
+        if iK is not None:
+            qd = q.unsqueeze(-1)  # [N, E, n, 1]
+            Xq = torch.cat([qd * W[:, :E], qd], -1)  # [N, E, n, r+1]
+        for ps, bs, ts, diag in _chunks(N, P, E, n, ctx.budget):
+            Ut, wat = U[bs, ps, ts], wa[bs, ps, ts]  # [c, p, t, r], [c, p, t]
+            G = torch.matmul(Ut, Wt[bs, ps])  # L tile  [c, p, t, n]
+            G.clamp_(max=ctx.lmax).expm1_()  # [c, p, t, n]
+            Xa = torch.cat([wat.unsqueeze(-1) * Ut, wat.unsqueeze(-1)], -1)  # [c, p, t, r+1]
+            Yb = G @ Xb[bs, ps]  # [G(wb∘W), G wb]  [c, p, t, r+1]
+            Ya = G.transpose(-1, -2) @ Xa  # [Gᵀ(wa∘U), Gᵀ wa]  [c, p, n, r+1]
+            dU[bs, ps, ts] += wat.unsqueeze(-1) * (Yb[..., :r] + sW[bs, ps])  # E = G + 1
+            dW[bs, ps] += wb[bs, ps].unsqueeze(-1) * (Ya[..., :r] + Xa[..., :r].sum(-2, True))
+            dwa[bs, ps, ts] += Yb[..., r]
+            dwb[bs, ps] += Ya[..., r]
+            if not (diag and iK is not None):
+                continue
+            iKt, qa = iK[ps, ts], q[bs, ps]  # [p, t, n], [c, p, n]
+            qat = qa[..., ts]  # [c, p, t]
+            Xqt = torch.cat([qat.unsqueeze(-1) * Ut, qat.unsqueeze(-1)], -1)  # [c, p, t, r+1]
+            if diK is not None:
+                part = (gout[bs, ps, None] * qat).unsqueeze(-1) * G * qa.unsqueeze(-2)  # [c,p,t,n]
+                diK[ps, ts] -= part.sum(0)  # [p, t, n]
+            G.mul_(iKt)  # iK ∘ G  [c, p, t, n]
+            Zb = G @ Xq[bs, ps]  # [c, p, t, r+1]
+            Za = G.transpose(-1, -2) @ Xqt  # [c, p, n, r+1]
+            Zb1 = _shared_matmul(iKt, Xq[bs, ps, :, :r])  # [c, p, t, r]
+            Za1 = _shared_matmul(iKt.transpose(-1, -2), Xqt[..., :r])  # [c, p, n, r]
+            dU[bs, ps, ts] -= qat.unsqueeze(-1) * (Zb[..., :r] + Zb1)
+            dW[bs, ps] -= qa.unsqueeze(-1) * (Za[..., :r] + Za1)
+            dq[bs, ps, ts] -= Zb[..., r]
+            dq[bs, ps] -= Za[..., r]
+        g = gout.unsqueeze(-1)  # [N, P, 1]
+        dq = dq * g[:, :E]  # [N, E, n]
+        return g.unsqueeze(-1) * dU, g.unsqueeze(-1) * dW, g * dwa, g * dwb, dq, diK, None, None
 
 
 def _pairs(E: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -203,47 +261,6 @@ def _pairs(E: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     index[ia, ib] = pos
     index[ib, ia] = pos
     return ia, ib, index
-
-
-def _reduce_blocks(
-    U: Tensor,
-    W: Tensor,
-    wa: Tensor,
-    wb: Tensor,
-    q: Tensor,
-    inv_gram: Tensor | None,
-    E: int,
-    block_elements: int,
-    lmax: float,
-) -> Tensor:
-    """Evaluate every ``[n, n]`` block in memory-bounded chunks.
-
-    ``U, W`` ``[N, P, n, r]``, ``wa, wb`` ``[N, P, n]``, ``q`` ``[N, E, n]`` -> ``[N, P]``;
-    the first ``E`` pairs are the diagonal ones and get the ``iK`` term.
-    """
-    N, P, n, _ = U.shape
-    per_block = n * n
-    groups = [(0, E, inv_gram), (E, P, None)]
-    cols = []
-    for start, stop, iK in groups:
-        if stop <= start:
-            continue
-        p_step = min(stop - start, max(1, block_elements // per_block))
-        for p0 in range(start, stop, p_step):
-            p1 = min(stop, p0 + p_step)
-            c_step = max(1, block_elements // (per_block * (p1 - p0)))
-            iK_blk = None if iK is None else iK[p0:p1]  # [p, n, n] (view)
-            rows = []
-            for b0 in range(0, N, c_step):
-                sl = slice(b0, b0 + c_step)
-                qa = q[sl, p0:p1] if iK is not None else None  # [c, p, n]
-                rows.append(
-                    _BlockReduce.apply(
-                        U[sl, p0:p1], W[sl, p0:p1], wa[sl, p0:p1], wb[sl, p0:p1], qa, iK_blk, lmax
-                    )
-                )  # [c, p]
-            cols.append(torch.cat(rows, 0))  # [N, p]
-    return torch.cat(cols, 1)  # [N, P]
 
 
 def gp_moment_match(
@@ -350,11 +367,12 @@ def gp_moment_match(
     ones = torch.ones_like(ga).unsqueeze(-1)  # [N, P, n, 1]
     U = torch.cat([za, (ga + c[..., None]).unsqueeze(-1), ones], -1)  # [N, P, n, Din+2]
     W = torch.cat([zbA, ones, hb.unsqueeze(-1)], -1)  # L_ab = U Wᵀ  [N, P, n, Din+2]
-    blocks = _reduce_blocks(
-        U, W, bq[:, ia], bq[:, ib], q, inv_gram, E, block_elements, _exp_clamp(dtype)
+    blocks = _BlockReduce.apply(
+        U, W, bq[:, ia], bq[:, ib], q, inv_gram, _exp_clamp(dtype), block_elements
     )  # S_ab (diagonal: minus q_aᵀ(iK_a ∘ expm1 L_aa)q_a)  [N, P]
     if inv_gram is not None:
-        qiKq = ((q.unsqueeze(-2) @ inv_gram).squeeze(-2) * q).sum(-1)  # q_aᵀ iK_a q_a  [N, E]
+        qT = q.transpose(0, 1)  # [E, N, n]
+        qiKq = ((qT @ inv_gram) * qT).sum(-1).T  # q_aᵀ iK_a q_a  [N, E]
         extra = signal_var - qiKq  # α²_a - tr(iK_a q_a q_aᵀ)  [N, E]
         blocks = torch.cat([blocks[:, :E] + extra, blocks[:, E:]], 1)  # [N, P]
     Sout = blocks[:, index.reshape(-1)].reshape(N, E, E)  # symmetric by construction  [N, E, E]
@@ -394,12 +412,14 @@ def gp_predict(
     if validate:
         if x.dim() < 1:
             raise ValueError(f"x must have shape [*B, Din], got {tuple(x.shape)}")
-        check_finite("x", x)
+        _check_finite_fast("x", x)
         _check_gp(x.shape[-1], x.dtype, x.device, inputs, beta, lengthscales, signal_var, inv_gram)
     d = (x[..., None, None, :] - inputs) / lengthscales[:, None, :]  # [*B, E, n, Din]
     k = signal_var[:, None] * torch.exp(-0.5 * d.square().sum(-1))  # k_a(x)  [*B, E, n]
     mean = (k * beta).sum(-1)  # [*B, E]
     if inv_gram is None:
         return mean, torch.zeros_like(mean)
-    var = signal_var - ((k.unsqueeze(-2) @ inv_gram).squeeze(-2) * k).sum(-1)  # [*B, E]
+    kT = k.reshape(-1, *k.shape[-2:]).transpose(0, 1)  # [E, N, n]
+    kiKk = ((kT @ inv_gram) * kT).sum(-1).T.reshape(mean.shape)  # [*B, E]
+    var = signal_var - kiKk  # [*B, E]
     return mean, var
