@@ -268,6 +268,51 @@ def test_batched_forward_equals_single(angle_model):
                                one["next", "observation", "var"], rtol=1e-12, atol=1e-12)
 
 
+def test_step_matches_torchrl_on_the_same_gp(plain_model):
+    """TorchRL's moment matching (its own implementation of D&R 2011, Eqs. 10-23) given our GP.
+
+    TorchRL reads ``("action", "cross_covariance")`` as ``S⁻¹ cov[x, u]``, adds the noise variance
+    and 1e-8 to the diagonal: convert, and compare with ``propagate_noise=True``.
+    """
+    from torchrl.modules.models.gp import GPWorldModel as TorchRLGPWorldModel
+
+    ref = TorchRLGPWorldModel(3, 1).to(F64)
+    ref.X_tilde_train = plain_model.inputs[0].clone()
+    ref.ell = plain_model.lengthscales.clone()
+    ref.alpha_sq = plain_model.signal_var[:, None].clone()
+    ref.sigma_sq_eps = plain_model.noise_var.clone()
+    ref._cached_inv_K_noisy = plain_model.inv_gram.clone()
+    ref._cached_beta = plain_model.beta.clone()
+    noisy = GPWorldModel(3, 1, propagate_noise=True)
+    noisy.load_state_dict(plain_model.state_dict())
+    m, S, mu, Su, Cxu = belief(seed=7, batch=(2,))
+    ours = noisy(as_td(m, S, mu, Su, Cxu))
+    theirs = ref.uncertain_forward(as_td(m, S, mu, Su, torch.linalg.solve(S, Cxu)))
+    torch.testing.assert_close(ours["next", "observation", "mean"],
+                               theirs["next", "observation", "mean"], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(ours["next", "observation", "var"] + 1e-8 * torch.eye(3, dtype=F64),
+                               theirs["next", "observation", "var"], rtol=1e-8, atol=1e-10)
+
+
+def test_imagined_rollout_backpropagates_into_the_policy(angle_model):
+    from wmrl.control.linear import LinearController
+    from wmrl.envs.model_based import ImaginedEnv
+
+    env = ImaginedEnv(angle_model, obs_dim=3, action_dim=1, dtype=F64)
+    policy = LinearController(3, 1, angle_dims=(2,), init_std=0.3,
+                              generator=torch.Generator().manual_seed(0))
+    start = angle_model.initial_state(TensorDict({"observation": torch.tensor([[0.1, 0.2, 0.3]])},
+                                                 [1]), 0.01 * torch.eye(3, dtype=F64))
+    traj = env.rollout(8, policy, tensordict=start, auto_reset=False)
+    var = traj["next", "observation", "var"]
+    assert var.shape == (1, 8, 3, 3)
+    assert float(torch.linalg.eigvalsh(var.detach()).min()) > 0
+    var.diagonal(dim1=-2, dim2=-1).sum().backward()
+    grads = [p.grad for p in policy.parameters()]
+    assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
 # ---------------------------------------------------------------------- sparse
 def test_sparse_fit_approximates_exact_fit():
     data = pendulum_data(300, seed=7)
