@@ -146,6 +146,13 @@ def test_state_dict_round_trip_into_fresh_instance(sparse):
 
 
 # ---------------------------------------------------------------------- belief propagation
+def sample_gp(model: GPWorldModel, xt: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """One draw of the latent f at each GP input ``[N, Din]``: mean + latent std · ε."""
+    mean, var = gp_predict(xt, model.inputs, model.beta, model.lengthscales, model.signal_var,
+                           model.inv_gram)
+    return mean + var.clamp_min(0).sqrt() * torch.randn(mean.shape, dtype=F64, generator=g)
+
+
 def mc_next_state(model: GPWorldModel, m, S, mu, Su, Cxu, n_samples: int, seed: int):
     """Sample (x, u) jointly, x̃ = features, f ~ GP posterior (mean + latent std · ε), x' = x + f.
 
@@ -156,12 +163,10 @@ def mc_next_state(model: GPWorldModel, m, S, mu, Su, Cxu, n_samples: int, seed: 
     joint_S = torch.cat([torch.cat([S, Cxu], 1), torch.cat([Cxu.T, Su], 1)], 0)
     L = torch.linalg.cholesky(joint_S)
     xs = []
-    for _ in range(n_samples // 50_000):
-        xu = joint_m + torch.randn(50_000, 4, dtype=F64, generator=g) @ L.T
+    for _ in range(n_samples // 5_000):
+        xu = joint_m + torch.randn(5_000, 4, dtype=F64, generator=g) @ L.T
         x, u = xu[:, :3], xu[:, 3:]
-        mean, var = gp_predict(model.gp_inputs(x, u), model.inputs, model.beta,
-                               model.lengthscales, model.signal_var, model.inv_gram)
-        f = mean + var.clamp_min(0).sqrt() * torch.randn(mean.shape, dtype=F64, generator=g)
+        f = sample_gp(model, model.gp_inputs(x, u), g)
         xs.append(x + f)
     x_next = torch.cat(xs)
     N = x_next.shape[0]
@@ -193,9 +198,7 @@ def test_moment_match_on_gp_inputs_matches_monte_carlo(plain_model):
     g = torch.Generator().manual_seed(0)
     L = torch.linalg.cholesky(cov)
     xt = mean + torch.randn(200_000, 4, dtype=F64, generator=g) @ L.T
-    fm, fv = gp_predict(xt, plain_model.inputs, plain_model.beta, plain_model.lengthscales,
-                        plain_model.signal_var, plain_model.inv_gram)
-    f = fm + fv.clamp_min(0).sqrt() * torch.randn(fm.shape, dtype=F64, generator=g)
+    f = torch.cat([sample_gp(plain_model, chunk, g) for chunk in xt.split(5_000)])
     N = f.shape[0]
     df, dx = f - f.mean(0), xt - xt.mean(0)
     cross = dx[:, :, None] * df[:, None, :]  # [N, 4, 3]
