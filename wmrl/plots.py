@@ -25,10 +25,18 @@ def plot_trial_costs(records: Sequence[Any], path: str | Path, title: str = "") 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(trials, [r.real_cost for r in records], "o-", label="real (training episode)")
     learn = [r for r in records if not r.random]
-    ax.plot([r.trial for r in learn], [r.predicted_cost for r in learn], "s--",
-            label="predicted (GP, moment matching)")
-    ax.plot([r.trial for r in learn], [r.test_cost for r in learn], "^:",
-            label="real (mean of test episodes)")
+    ax.plot(
+        [r.trial for r in learn],
+        [r.predicted_cost for r in learn],
+        "s--",
+        label="predicted (GP, moment matching)",
+    )
+    ax.plot(
+        [r.trial for r in learn],
+        [r.test_cost for r in learn],
+        "^:",
+        label="real (mean of test episodes)",
+    )
     for r in learn:
         if r.solved:
             ax.axvline(r.trial, color="green", alpha=0.3)
@@ -71,8 +79,13 @@ def plot_prediction(
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 2.4 * rows), squeeze=False)
     for d in range(D):
         ax = axes[d // cols][d % cols]
-        ax.fill_between(t, mean[:, d] - 2 * std[:, d], mean[:, d] + 2 * std[:, d],
-                        alpha=0.3, label="predicted ±2σ")
+        ax.fill_between(
+            t,
+            mean[:, d] - 2 * std[:, d],
+            mean[:, d] + 2 * std[:, d],
+            alpha=0.3,
+            label="predicted ±2σ",
+        )
         ax.plot(t, mean[:, d], label="predicted mean")
         ax.plot(tr, real[:, d], "k.-", ms=3, label="real")
         ax.set_title(names[d] if names else f"state {d}", fontsize=9)
