@@ -106,7 +106,15 @@ def se_ard_kernel(
     >>> se_ard_kernel(x, x + 1, torch.ones(1, dtype=torch.float64), torch.tensor(2.0)).shape
     torch.Size([2, 2])
     """
-    return signal_var[..., None, None] * torch.exp(-0.5 * _scaled_sqdist(x1, x2, lengthscales))
+    shift = x2.mean(-2, keepdim=True).detach()  # centring for accuracy  [*B, 1, Din]
+    a = (x1 - shift) / lengthscales[..., None, :]  # [*B, n, Din]
+    b = (x2 - shift) / lengthscales[..., None, :]  # [*B, m, Din]
+    ca = torch.log(signal_var)[..., None] - 0.5 * a.pow(2).sum(-1)  # [*B, n]
+    cb = -0.5 * b.pow(2).sum(-1)  # [*B, m]
+    # log K = log α² - ½|a_i - b_j|², built with in-place steps (the [n, m] buffers dominate)
+    logk = a @ b.transpose(-1, -2)  # [*B, n, m]
+    logk = logk.add_(ca[..., :, None]).add_(cb[..., None, :])  # [*B, n, m]
+    return logk.exp_()
 
 
 def _scaled_sqdist(x1: torch.Tensor, x2: torch.Tensor, lengthscales: torch.Tensor) -> torch.Tensor:
