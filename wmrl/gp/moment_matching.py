@@ -153,6 +153,13 @@ def _shared_matmul(M: Tensor, X: Tensor) -> Tensor:
     return Y.reshape(p, M.shape[-2], c, k).permute(2, 0, 1, 3)  # [c, p, t, k]
 
 
+def _tile_matmul(A: Tensor, B: Tensor, buf: Tensor) -> Tensor:
+    """``A @ B`` written into the front of a preallocated flat buffer (no fresh allocation)."""
+    out = buf[: A.shape[0] * A.shape[1] * A.shape[2] * B.shape[-1]]  # [c·p·t·n]
+    out = out.view(*A.shape[:-1], B.shape[-1])  # [c, p, t, n]
+    return torch.matmul(A, B, out=out)
+
+
 def _chunks(N: int, P: int, E: int, n: int, budget: int):
     """``(pairs, batch, rows, diagonal)`` slices covering ``[N, P]`` blocks of ``[n, n]`` with at
     most ``budget`` entries per ``[c, p, t, n]`` tile (the ``E`` diagonal pairs come first)."""
@@ -187,8 +194,9 @@ class _BlockReduce(torch.autograd.Function):
         E = q.shape[1]
         Wt = W.transpose(-1, -2).contiguous()  # [N, P, r, n]
         out = U.new_zeros(N, P)  # [N, P]
+        buf = U.new_empty(min(max(budget, n), N * P * n * n))  # tile buffer, reused  [≤ budget]
         for ps, bs, ts, diag in _chunks(N, P, E, n, budget):
-            G = torch.matmul(U[bs, ps, ts], Wt[bs, ps])  # L tile  [c, p, t, n]
+            G = _tile_matmul(U[bs, ps, ts], Wt[bs, ps], buf)  # L tile  [c, p, t, n]
             G.clamp_(max=lmax).expm1_()  # [c, p, t, n]
             s = (G @ wb[bs, ps].unsqueeze(-1)).squeeze(-1).mul_(wa[bs, ps, ts]).sum(-1)  # [c, p]
             if diag and iK is not None:
@@ -217,9 +225,10 @@ class _BlockReduce(torch.autograd.Function):
         if iK is not None:
             qd = q.unsqueeze(-1)  # [N, E, n, 1]
             Xq = torch.cat([qd * W[:, :E], qd], -1)  # [N, E, n, r+1]
+        buf = U.new_empty(min(max(ctx.budget, n), N * P * n * n))  # tile buffer, reused  [≤ budget]
         for ps, bs, ts, diag in _chunks(N, P, E, n, ctx.budget):
             Ut, wat = U[bs, ps, ts], wa[bs, ps, ts]  # [c, p, t, r], [c, p, t]
-            G = torch.matmul(Ut, Wt[bs, ps])  # L tile  [c, p, t, n]
+            G = _tile_matmul(Ut, Wt[bs, ps], buf)  # L tile  [c, p, t, n]
             G.clamp_(max=ctx.lmax).expm1_()  # [c, p, t, n]
             Xa = torch.cat([wat.unsqueeze(-1) * Ut, wat.unsqueeze(-1)], -1)  # [c, p, t, r+1]
             Yb = G @ Xb[bs, ps]  # [G(wb∘W), G wb]  [c, p, t, r+1]
