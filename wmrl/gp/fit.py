@@ -149,7 +149,7 @@ def robust_cholesky(A: torch.Tensor, max_tries: int = 8) -> torch.Tensor:
     tensor([[1., 0.],
             [0., 1.]], dtype=torch.float64)
     """
-    L, info = torch.linalg.cholesky_ex(A)
+    L, info = torch.linalg.cholesky_ex(A)  # [*B, n, n], [*B]
     if not bool((info > 0).any()):
         return L
     n = A.shape[-1]
@@ -210,7 +210,7 @@ class _ExactNLML(torch.autograd.Function):
         r = WE.sum(-1)  # [*B, n]
         MX = WE @ X  # [*B, n, Din]
         # Σ_ij M_ij (x_id - x_jd)² for the symmetric M = W ∘ K_f
-        s = 2 * sf2[..., None] * ((X.pow(2) * r[..., None]).sum(-2) - (X * MX).sum(-2))
+        s = 2 * sf2[..., None] * ((X.pow(2) * r[..., None]).sum(-2) - (X * MX).sum(-2))  # [*B, Din]
         d_ell = -0.5 * s / ell.pow(3)  # [*B, Din]
         return None, None, g[..., None] * d_ell, g * d_sf2, g * d_sn2
 
@@ -375,7 +375,7 @@ def _lbfgs(theta: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, floor: torch.T
             better = val < best_val  # [P, E]
             best_val.copy_(torch.where(better, val, best_val))
             best_theta.copy_(torch.where(better[..., None], theta, best_theta))
-        loss = val.sum() / n
+        loss = val.sum() / n  # []
         loss.backward()
         return loss
 
@@ -431,9 +431,9 @@ def fit_hyperparameters(
     tiny = torch.finfo(dt).tiny ** 0.5
     x_loc = inputs.mean(0)  # [Din]
     x_scale = inputs.std(0, correction=0)  # [Din]
-    x_scale = torch.where(x_scale > tiny * (1 + x_loc.abs()), x_scale, torch.ones_like(x_scale))
+    x_scale = torch.where(x_scale > tiny * (1 + x_loc.abs()), x_scale, 1.0)  # [Din]
     y_scale = targets.pow(2).mean(0).sqrt()  # [E]
-    y_scale = torch.where(y_scale > tiny, y_scale, torch.ones_like(y_scale))
+    y_scale = torch.where(y_scale > tiny, y_scale, 1.0)  # [E]
     X = (inputs - x_loc) / x_scale  # [n, Din]
     Y = targets / y_scale  # [n, E]
     floor = torch.clamp_min((_NOISE_FLOOR_ABS / y_scale) ** 2, _NOISE_FLOOR_REL**2)  # [E]
@@ -442,7 +442,8 @@ def fit_hyperparameters(
     theta[..., -1] = math.log(0.1)
     if restarts > 1:
         spread = torch.tensor([0.7] * Din + [0.5, 1.0], dtype=dt)  # [Din+2]
-        noise = torch.randn(restarts - 1, E, Din + 2, dtype=dt, generator=generator)
+        noise = torch.randn(restarts - 1, E, Din + 2, dtype=dt,
+                            generator=generator)  # [R-1, E, Din+2]
         theta[1:] += (noise * spread).to(dev)
     if init is not None:
         extra = torch.cat([
@@ -453,7 +454,7 @@ def fit_hyperparameters(
         theta = torch.cat([theta, extra[None]], dim=0)  # [R+1, E, Din+2]
 
     if n > restart_subset:
-        idx = torch.randperm(n, generator=generator)[:restart_subset].to(dev)
+        idx = torch.randperm(n, generator=generator)[:restart_subset].to(dev)  # [restart_subset]
         theta, _ = _lbfgs(theta, X[idx], Y[idx], floor, max_iter, ls_max, snr_max)
         with torch.no_grad():
             nlml, pen = _objective(theta, X, Y, floor, ls_max, snr_max)  # [R, E]

@@ -226,7 +226,7 @@ class GPWorldModel(TensorDictModuleBase):
                     snr_max=self.snr_max, init=init, generator=gen)
         sparse = self.sparse_threshold is not None and N > self.sparse_threshold
         if sparse:
-            sub = torch.randperm(N, generator=gen)[: self.sparse_threshold].to(X.device)
+            sub = torch.randperm(N, generator=gen)[: self.sparse_threshold].to(X.device)  # [n]
             result = fit_hyperparameters(X[sub], Y[sub], **opts)
             hyp = result.hyperparameters
             Z = fit_inducing_inputs(X, Y, hyp, min(self.num_inducing, N),
@@ -338,7 +338,7 @@ class GPWorldModel(TensorDictModuleBase):
             self._check_like("GP input", mean)
         M, S, V = gp_moment_match(mean, cov, *self._gp(), validate=False)
         if self.propagate_noise:
-            S = S + torch.diag_embed(self.noise_var.expand_as(M))
+            S = S + torch.diag_embed(self.noise_var.expand_as(M))  # [*B, D, D]
         return M, S, cov @ V
 
     def propagate(
@@ -381,7 +381,7 @@ class GPWorldModel(TensorDictModuleBase):
         C = torch.cat([Cxz, Cxu], dim=-1) @ V  # cov[x, Δ] = cov[x, x̃] V  [*B, D, D]
         cov_next = S + SD + C + C.transpose(-1, -2)  # Eq. 11  [*B, D, D]
         if self.propagate_noise:
-            cov_next = cov_next + torch.diag_embed(self.noise_var.expand_as(M))
+            cov_next = cov_next + torch.diag_embed(self.noise_var.expand_as(M))  # [*B, D, D]
         return m + M, symmetrize(cov_next)
 
     def _validate_belief(self, m: torch.Tensor, S: torch.Tensor, mu: torch.Tensor,

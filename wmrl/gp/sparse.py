@@ -168,7 +168,7 @@ def fit_inducing_inputs(
     if not 1 <= num_inducing <= n:
         raise ValueError(f"num_inducing must be in [1, {n}], got {num_inducing}")
     if init is None:
-        idx = torch.randperm(n, generator=generator)[:num_inducing].to(inputs.device)
+        idx = torch.randperm(n, generator=generator)[:num_inducing].to(inputs.device)  # [m]
         init = inputs[idx].expand(E, num_inducing, Din)  # [E, m, Din]
     loc = inputs.mean(0)  # [Din]
     scale = inputs.std(0, correction=0).clamp_min(torch.finfo(inputs.dtype).eps)  # [Din]
@@ -188,7 +188,7 @@ def fit_inducing_inputs(
             better = val < best_val  # [E]
             best_val.copy_(torch.where(better, val, best_val))
             best.copy_(torch.where(better[:, None, None], zs, best))
-        loss = val.sum() / n
+        loss = val.sum() / n  # []
         loss.backward()
         return loss
 
