@@ -488,9 +488,14 @@ def test_bad_arguments():
     td["true_state"] = torch.full((2, 4), float("nan"))
     with pytest.raises(ValueError, match="NaN"):
         env.reset(td, set_state=True)
-    td = env.reset()
-    td.set("true_state", torch.zeros(2, 4))
-    assert torch.equal(env.reset(td, set_state=True)["true_state"], torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="shape"):
+        env.reset(env.reset().set("true_state", torch.zeros(2, 2)), set_state=True)
+    # a state reset at the end of an episode starts a new one from that state
+    last = env.rollout(40)[:, -1]["next"]
+    assert last["done"].all()
+    td = env.reset(last.clone().set("true_state", torch.ones(2, 4)), set_state=True)
+    assert torch.equal(td["true_state"], torch.ones(2, 4))
+    assert not td["done"].any() and (td["elapsed_steps"] == 0).all()
 
 
 @cuda

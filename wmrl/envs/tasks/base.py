@@ -24,8 +24,8 @@ key                    shape, dtype           content
 =====================  =====================  ==================================================
 
 The state lives in the TensorDict (the environment is stateless, like TorchRL's
-``PendulumEnv``), so partial resets and ``reset(td, set_state=True)`` with a given
-``"true_state"`` both work.
+``PendulumEnv``), so partial resets work, and ``reset(td, set_state=True)`` starts a new
+episode (``elapsed_steps = 0``) from ``td["true_state"]``.
 """
 
 from __future__ import annotations
@@ -315,20 +315,17 @@ class SwingUpTask(EnvBase, abc.ABC):
         given = None
         if kwargs.get("set_state") and tensordict is not None:
             given = tensordict.get("true_state", None)
-        if given is not None:
+        if given is not None:  # a new episode from the given state
             if given.shape != (*B, D):
                 raise ValueError(f"true_state must have shape {(*B, D)}, got {tuple(given.shape)}")
             check_finite("true_state", given)
-            state = given.to(device=self.device, dtype=self.dtype)
-            steps = tensordict.get("elapsed_steps", None)
-            if steps is None:
-                steps = torch.zeros((*B, 1), dtype=torch.int64, device=self.device)
+            state = given.to(device=self.device, dtype=self.dtype)  # [*B, D]
         else:
             state = self.sample_start(B)  # [*B, D]
-            steps = torch.zeros((*B, 1), dtype=torch.int64, device=self.device)
+        steps = torch.zeros((*B, 1), dtype=torch.int64, device=self.device)  # [*B, 1]
         out = self._output(state, steps)
-        flag = (steps >= self.max_steps).to(device=self.device)  # [*B, 1]
-        out.update(done=flag, truncated=flag.clone(), terminated=torch.zeros_like(flag))
+        flag = torch.zeros((*B, 1), dtype=torch.bool, device=self.device)  # [*B, 1]
+        out.update(done=flag, truncated=flag.clone(), terminated=flag.clone())
         return TensorDict(out, batch_size=B, device=self.device)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
