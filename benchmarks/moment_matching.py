@@ -17,11 +17,13 @@ Hyper-parameters set by hand (no fit): ``ℓ_a`` the input standard deviations t
 Start beliefs: ``B`` state-action Gaussians centred on data points with covariance
 ``0.1² diag(std²)`` plus a random correlated part.
 
-Each ``(library, mode, n, B)`` runs in a fresh subprocess under ``RLIMIT_AS`` (``--limit-gb``)
-with ``torch.set_num_threads(--threads)``. The first step is measured for peak memory
-(``VmHWM - VmRSS`` after resetting the high-water mark through ``/proc/self/clear_refs``), then
-steps are timed until ``--max-reps`` samples or ``--budget-s`` seconds; the reported time is the
-median (the first, memory-measured step is dropped when at least three others ran). A failed
+Each ``(n, B)`` runs in a fresh subprocess under ``RLIMIT_AS`` (``--limit-gb``) with
+``torch.set_num_threads(--threads)``: wmrl forward, wmrl forward+backward, then TorchRL forward.
+For each, freed heap memory is returned to the system (``malloc_trim``) and the high-water mark
+reset (``/proc/self/clear_refs``); the first step is measured for peak memory (``VmHWM`` minus
+the ``VmRSS`` before it), then steps are timed until ``--max-reps`` samples or ``--budget-s``
+seconds. Reported: medians of the process CPU time (and wall time) per step (the first,
+memory-measured step is dropped when at least three others ran). A failed
 allocation is reported as OOM with the size that was asked for. "one step" is the full
 next-state update ``μ' = μ_x + M``, ``Σ' = Σ_x + S + diag(σ²) + C + Cᵀ`` in both libraries;
 ``fwd+bwd`` adds the gradient of ``sum(μ') + tr(Σ')`` with respect to the belief.
@@ -133,25 +135,20 @@ def _mib(key: str) -> float:
         return int(re.search(rf"{key}:\s+(\d+)", f.read()).group(1)) / 1024
 
 
-def child(lib: str, mode: str, n: int, B: int, threads: int, limit_gb: float, max_reps: int,
-          budget_s: float) -> dict:
-    """Run one configuration in this process; returns the measurements."""
-    limit = int(limit_gb * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    import torch
+def _trim() -> None:
+    """Return freed heap memory to the system so the next peak is measured from a true base."""
+    import ctypes
+    import gc
 
-    torch.set_num_threads(threads)
-    p = make_problem(n, B)
-    if lib == "torchrl":
-        model = _torchrl_model(p)
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
 
-        def step():
-            with torch.no_grad():
-                return _torchrl_step(model, p)
-    else:
-        def step():
-            return _wmrl_step(p, backward=(mode == "fwd+bwd"))
-    out = dict(lib=lib, mode=mode, n=n, B=B)
+
+def _measure(step, max_reps: int, budget_s: float) -> dict:
+    """Peak memory of the first call, then the median CPU and wall time of repeats."""
     walls, cpus = [], []
 
     def timed() -> None:
@@ -160,8 +157,10 @@ def child(lib: str, mode: str, n: int, B: int, threads: int, limit_gb: float, ma
         walls.append(time.perf_counter() - w0)
         cpus.append(time.process_time() - c0)
 
+    out: dict = {}
+    _trim()
     try:
-        Path("/proc/self/clear_refs").write_text("5")
+        Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
         base = _mib("VmRSS")
         timed()
         out["peak_mib"] = _mib("VmHWM") - base
@@ -177,6 +176,35 @@ def child(lib: str, mode: str, n: int, B: int, threads: int, limit_gb: float, ma
     out["wall_s"] = sorted(walls[k:])[(len(walls) - k) // 2]
     out["reps"] = len(walls) - k
     return out
+
+
+def child(n: int, B: int, threads: int, limit_gb: float, max_reps: int, budget_s: float,
+          libs: tuple[str, ...]) -> None:
+    """Run every library and mode for one ``(n, B)`` in this process, printing each result.
+
+    wmrl runs first; TorchRL last, since it may exhaust the address space limit.
+    """
+    limit = int(limit_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    import torch
+
+    torch.set_num_threads(threads)
+    p = make_problem(n, B)
+    runs = []
+    if "wmrl" in libs:
+        runs += [("wmrl", "fwd", lambda: _wmrl_step(p, backward=False)),
+                 ("wmrl", "fwd+bwd", lambda: _wmrl_step(p, backward=True))]
+    if "torchrl" in libs:
+        model = _torchrl_model(p)
+
+        def trl_step():
+            with torch.no_grad():
+                return _torchrl_step(model, p)
+
+        runs.append(("torchrl", "fwd", trl_step))
+    for lib, mode, step in runs:
+        r = dict(lib=lib, mode=mode, n=n, B=B, **_measure(step, max_reps, budget_s))
+        print("RESULT " + json.dumps(r), flush=True)
 
 
 def parity(n: int = 200, B: int = 4) -> float:
@@ -337,34 +365,34 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit-gb", type=float, default=12.0)
     ap.add_argument("--max-reps", type=int, default=5)
-    ap.add_argument("--budget-s", type=float, default=30.0)
+    ap.add_argument("--budget-s", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks_mm.md")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "mm_scaling.png")
-    ap.add_argument("--child", nargs=4, metavar=("LIB", "MODE", "N", "B"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=2, metavar=("N", "B"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        lib, mode, n, B = args.child
-        r = child(lib, mode, int(n), int(B), args.threads, args.limit_gb, args.max_reps,
-                  args.budget_s)
-        print("RESULT " + json.dumps(r))
+        n, B = args.child
+        child(int(n), int(B), args.threads, args.limit_gb, args.max_reps, args.budget_s,
+              ("wmrl", "torchrl"))
         return
     ns = (100, 200) if args.quick else NS
     results = []
     for n in ns:
         for B in BS:
-            for lib, mode in (("torchrl", "fwd"), ("wmrl", "fwd"), ("wmrl", "fwd+bwd")):
-                cmd = [sys.executable, __file__, "--child", lib, mode, str(n), str(B),
-                       "--threads", str(args.threads), "--limit-gb", str(args.limit_gb),
-                       "--max-reps", str(args.max_reps), "--budget-s", str(args.budget_s)]
-                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-                found = re.search(r"^RESULT (.*)$", proc.stdout, re.M)
-                if found:
-                    r = json.loads(found.group(1))
-                else:  # killed (e.g. by the kernel) before it could report
-                    r = dict(lib=lib, mode=mode, n=n, B=B, oom=f"failed (rc {proc.returncode})")
+            cmd = [sys.executable, __file__, "--child", str(n), str(B),
+                   "--threads", str(args.threads), "--limit-gb", str(args.limit_gb),
+                   "--max-reps", str(args.max_reps), "--budget-s", str(args.budget_s)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            got = [json.loads(m) for m in re.findall(r"^RESULT (.*)$", proc.stdout, re.M)]
+            done = {(r["lib"], r["mode"]) for r in got}
+            for lib, mode in (("wmrl", "fwd"), ("wmrl", "fwd+bwd"), ("torchrl", "fwd")):
+                if (lib, mode) not in done:  # the process died (e.g. killed) before reporting
+                    got.append(dict(lib=lib, mode=mode, n=n, B=B,
+                                    oom=f"failed (rc {proc.returncode})"))
                     print(proc.stderr[-2000:], file=sys.stderr)
+            for r in got:
                 results.append(r)
-                print(f"{lib:8s} {mode:8s} n={n:5d} B={B:3d}  {_fmt_t(r):>28s}  "
+                print(f"{r['lib']:8s} {r['mode']:8s} n={n:5d} B={B:3d}  {_fmt_t(r):>28s}  "
                       f"peak {_fmt_m(r)} MiB", flush=True)
     diff = parity()
     text = report(results, args, diff)

@@ -232,11 +232,13 @@ def test_far_from_data_is_finite():
             torch.testing.assert_close(S, torch.diag(gp["signal_var"]), rtol=1e-6, atol=1e-6)
 
 
-def test_torchrl_mean_agreement():
-    """TorchRL's uncertain_forward on injected hyper-parameters: the mean of Δ agrees.
+def test_torchrl_agreement():
+    """TorchRL's uncertain_forward on injected hyper-parameters: the next-state mean agrees.
 
-    Its covariance adds ``Σ_x``, ``cov[x, Δ]`` terms, the noise and a jitter; it is not compared
-    (TorchRL fits in standardised units, so in normal use its variances are those of another GP).
+    With the same hyper-parameters injected the next-state covariance agrees as well
+    (``Σ_x + S + diag(σ²) + C + Cᵀ`` plus TorchRL's ``1e-8`` jitter). After TorchRL's own ``fit``
+    it would not: its signal and noise variances are then in standardised units, so in normal
+    use its variances are those of another GP (its means still agree with Monte Carlo).
     """
     torchrl_gp = pytest.importorskip("torchrl.modules.models.gp")
     from tensordict import TensorDict
@@ -264,8 +266,11 @@ def test_torchrl_mean_agreement():
     }, batch_size=[B])
     model.uncertain_forward(td)
     delta_torchrl = td["next", "observation", "mean"] - mean[:, :D]
-    M, _, _ = gp_moment_match(mean, cov, *gp_args(gp))
+    M, S, V = gp_moment_match(mean, cov, *gp_args(gp))
     torch.testing.assert_close(M, delta_torchrl, rtol=1e-10, atol=1e-12)
+    C = (cov @ V)[:, :D]  # cov[x, Δ]
+    var = Sx + S + torch.diag(gp["noise_var"]) + C + C.mT + 1e-8 * torch.eye(D, dtype=F64)
+    torch.testing.assert_close(var, td["next", "observation", "var"], rtol=1e-10, atol=1e-12)
 
 
 def _good(gen=None):

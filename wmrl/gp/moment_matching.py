@@ -42,22 +42,26 @@ Rasmussen, TPAMI 2015, Sec. 4 and App.). With ``ν_ai = x_ai - μ`` and ``z_ai =
              + \\delta_{ab}\\big(\\alpha_a^2 - \\mathrm{tr}(iK_a Q_{aa})\\big)
     \\quad\\text{(Eqs. 17-23)}.
 
-Implementation. ``Q`` is never formed against the means: with
-``B_a = (Σ⁻¹ + Λ_a⁻¹)⁻¹`` the ratio ``Q_{ab,ij} / (q_{ai} q_{bj}) = exp(L_{ab,ij})`` has the
-exponent
+Implementation. ``Q`` is never formed against the means: with ``R_a = ΣΛ_a⁻¹ + I`` and
+``B_a = (Σ⁻¹ + Λ_a⁻¹)⁻¹ = Σ(Σ + Λ_a)⁻¹Λ_a`` the ratio ``Q_{ab,ij} / (q_{ai} q_{bj}) =
+exp(L_{ab,ij})`` has the exponent
 
 .. math::
     L_{ab,ij} = c_{ab} + \\tfrac12 z_{ai}^\\top (A_{ab}-B_a) z_{ai}
               + \\tfrac12 z_{bj}^\\top (A_{ab}-B_b) z_{bj} + z_{ai}^\\top A_{ab} z_{bj},
 
-``c_ab = ½(log|R_a| + log|R_b| - log|R_ab|)``, a rank-``Din + 2`` matrix computed by one matmul
-per ``(a, b)`` block; then ``S_ab = (β_a∘q_a)ᵀ expm1(L_ab) (β_b∘q_b)`` (+ the variance term), which
-is exactly zero for ``Σ = 0`` and keeps its relative precision for small ``Σ``, where
-``βᵀQβ - M²`` cancels. Every matrix that is factorised is ``I + D^{1/2} Σ D^{1/2}`` for a positive
-diagonal ``D``: ``Σ`` may be singular or zero, it is never inverted. The ``[n, n]`` blocks are
-reduced as soon as they are formed, in chunks of at most ``block_elements`` entries, inside an
-autograd function whose backward recomputes them: memory is ``O(n·(Din + E²))`` per batch element
-plus one chunk, forward and backward, never ``n²·Din``.
+``c_ab = ½(log|R_a| + log|R_b| - log|R_ab|)``, so ``L_ab`` has rank at most ``Din + 2`` and
+costs one matmul per ``(a, b)`` block. Then ``S_ab = (β_a∘q_a)ᵀ expm1(L_ab) (β_b∘q_b)`` (+ the
+variance term), which is exactly zero for ``Σ = 0`` and keeps its relative precision for small
+``Σ``, where ``βᵀQβ - M²`` cancels. Every matrix that is factorised is ``I + D^{1/2} Σ D^{1/2}``
+for a positive diagonal ``D`` (log-determinants from its eigenvalues with ``log1p``): ``Σ`` may be
+singular or zero and is never inverted. The ``[n, n]`` blocks are formed in tiles of at most
+``block_elements`` entries and reduced at once, inside an autograd function whose hand-written
+backward recomputes the tiles: memory is ``O(E² n Din)`` per batch element plus one tile, forward
+and backward, never ``n²·Din`` (nor ``n²`` per batch element). ``L`` is clamped at
+``0.4 log(max float)`` before ``expm1``: by Cauchy-Schwarz an entry beyond it contributes less
+than ``α²_a α²_b |β_ai β_bj| e^{-284}`` (float64), so nothing overflows far from the data.
+The variance term ``α²_a - tr(iK_a Q_aa)`` is not clamped at zero.
 """
 
 from __future__ import annotations
@@ -135,10 +139,11 @@ def _half_logdet1p(T: Tensor) -> Tensor:
 
 
 def _exp_clamp(dtype: torch.dtype) -> float:
-    """Largest exponent ``L`` evaluated; beyond it the block entry is ``< α⁴|ββ|e^{-L}`` anyway.
+    """Largest exponent ``lmax`` evaluated by ``expm1``.
 
-    ``Q_ab,ij ≤ α_a α_b (q_ai q_bj)^{1/2}`` (Cauchy-Schwarz) gives
-    ``|β_ai β_bj (Q - q q)| ≤ α²_a α²_b |β_ai β_bj| e^{-L_ij}``; clamping keeps ``expm1`` finite.
+    ``Q_ab,ij ≤ α_a α_b (q_ai q_bj)^{1/2}`` (Cauchy-Schwarz, ``k ≤ α²``), so ``L_ij > lmax``
+    implies ``(q_ai q_bj)^{1/2} < α_a α_b e^{-lmax}``: the exact entry ``β_ai β_bj (Q - q q)`` and
+    the clamped one are both below ``α²_a α²_b |β_ai β_bj| e^{-lmax}``, and nothing overflows.
     """
     return 0.4 * math.log(torch.finfo(dtype).max)
 
@@ -287,8 +292,9 @@ def gp_moment_match(
     """Exact mean, covariance and input-output covariance of ``f(x)``, ``x ~ N(mean, cov)``.
 
     The GP is described in the module docstring (Deisenroth & Rasmussen 2011, Eqs. 14-23;
-    Deisenroth et al., TPAMI 2015, Sec. 4). Differentiable in every tensor argument; exact for a
-    singular or zero ``cov`` (then equal to :func:`gp_predict`), gradients included.
+    Deisenroth et al., TPAMI 2015, Sec. 4). Differentiable (first derivatives) in every tensor
+    argument; exact for a singular or zero ``cov`` (then equal to :func:`gp_predict`), gradients
+    included.
 
     Args:
         mean: input mean ``μ`` ``[*B, Din]``.
@@ -300,7 +306,8 @@ def gp_moment_match(
         inv_gram: ``iK`` ``[E, n, n]`` with ``var_a(x) = α²_a - k_a(x)ᵀ iK_a k_a(x)``, or
             ``None`` for the mean function alone (deterministic GP: no ``E[var]`` term).
         validate: check shapes, dtypes, devices, finiteness and that ``cov`` is PSD.
-        block_elements: entries of the ``[n, n]`` blocks evaluated at once (memory knob).
+        block_elements: entries of the ``[n, n]`` blocks evaluated at once: the tile size
+            (about 2 MiB in float64 by default, cache-sized for CPUs; larger tiles suit GPUs).
 
     Returns:
         ``M`` ``[*B, E]``; ``S`` ``[*B, E, E]``, the covariance of the latent ``f`` (the noise
