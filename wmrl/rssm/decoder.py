@@ -93,4 +93,4 @@ class ObsDecoder(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)  # [N, C, k, k] (NHWC strides)
         for layer in self.decoder[1:]:
             x = layer(x)  # [N, C', h', w']
-        return x.contiguous().view(*batch, *x.shape[1:])  # [*B, C, H, W]
+        return x.unflatten(0, batch) if batch else x.squeeze(0)  # [*B, C, H, W]

@@ -1,0 +1,256 @@
+"""Time one full Dreamer update: wmrl against TorchRL's losses with the same networks.
+
+One update = world-model loss (encoder, RSSM filtering over the sequence, decoder, reward head)
++ backward + Adam step, then actor loss (15-step imagination from every posterior state,
+lambda-returns) + backward + step, then value loss + backward + step. Batch 16 x 50, 64x64 RGB,
+the pages' default sizes (conv depth 32, state 30, belief 200, hidden 200; reward head 2 x 400,
+value 3 x 400, actor 4 x 200). Both implementations start from the *same* weights (TorchRL's
+modules load wmrl's state dicts).
+
+Timing: the two implementations alternate within one process and the median of the repeats is
+reported (ratios measured side by side are robust to load from other processes; absolute times
+are not). Memory: each implementation runs three updates in a fresh subprocess, which reports its
+peak resident memory and the part of it above the resident memory before the first update.
+
+Usage::
+
+    python benchmarks/dreamer_update.py [--repeats 5] [--threads 1] [--precision fp32 bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from tensordict import TensorDict
+
+B, T, A, H = 16, 50, 6, 15
+SIZES = dict(channels=32, state_dim=30, rnn_hidden_dim=200, hidden_dim=200, mlp_cells=400)
+
+
+def make_data() -> TensorDict:
+    g = torch.Generator().manual_seed(0)
+    return TensorDict(
+        {
+            "state": torch.zeros(B, T, SIZES["state_dim"]),
+            "belief": torch.zeros(B, T, SIZES["rnn_hidden_dim"]),
+            "action": torch.rand(B, T, A, generator=g) * 2 - 1,
+            "next": {
+                "pixels": torch.rand(B, T, 3, 64, 64, generator=g),
+                "reward": torch.randn(B, T, 1, generator=g),
+            },
+        },
+        [B, T],
+    )
+
+
+def build_wmrl():
+    from wmrl.rssm import DreamerActorLoss, DreamerModelLoss, DreamerValueLoss
+    from wmrl.rssm.assemble import make_dreamer
+
+    torch.manual_seed(0)
+    m = make_dreamer(A, **SIZES)
+    losses = (
+        DreamerModelLoss(m.world_model),
+        DreamerActorLoss(m.actor, m.value, m.model_based_env, imagination_horizon=H),
+        DreamerValueLoss(m.value),
+    )
+    return m, losses, (m.world_model, m.actor, m.value)
+
+
+def build_torchrl(wm):
+    """TorchRL's modules and losses, wired as its Dreamer example, with ``wm``'s weights."""
+    from tensordict.nn import (
+        InteractionType,
+        ProbabilisticTensorDictModule,
+        ProbabilisticTensorDictSequential,
+        TensorDictModule,
+        TensorDictSequential,
+    )
+    from torchrl.data import Bounded, Composite, Unbounded
+    from torchrl.envs.model_based import DreamerEnv
+    from torchrl.modules import (
+        MLP,
+        DreamerActor,
+        ObsDecoder,
+        ObsEncoder,
+        RSSMPosterior,
+        RSSMPrior,
+        RSSMRollout,
+        TanhNormal,
+        WorldModelWrapper,
+    )
+    from torchrl.objectives import DreamerActorLoss, DreamerModelLoss, DreamerValueLoss
+
+    S, Hb, latent = SIZES["state_dim"], SIZES["rnn_hidden_dim"], 230
+    spec = Bounded(-1, 1, (A,))
+    enc, dec = ObsEncoder(in_channels=3), ObsDecoder(latent_dim=latent)
+    prior = RSSMPrior(spec, SIZES["hidden_dim"], Hb, S, action_dim=A)
+    post = RSSMPosterior(SIZES["hidden_dim"], S, rnn_hidden_dim=Hb, obs_embed_dim=1024)
+    cells = SIZES["mlp_cells"]
+    rew = MLP(
+        in_features=latent, out_features=1, depth=2, num_cells=cells, activation_class=torch.nn.ELU
+    )
+    val = MLP(
+        in_features=latent, out_features=1, depth=3, num_cells=cells, activation_class=torch.nn.ELU
+    )
+    act = DreamerActor(A, depth=4, num_cells=200)
+    act.backbone[0] = torch.nn.Linear(latent, 200)  # explicit first layer (TorchRL's is lazy)
+    for mine, theirs in (
+        (wm.encoder, enc), (wm.decoder, dec), (wm.prior, prior), (wm.posterior, post),
+        (wm.reward.net, rew), (wm.value.module.net, val),
+        (wm.actor[0].module.backbone, act.backbone),
+    ):  # fmt: skip
+        theirs.load_state_dict(mine.state_dict())
+    rollout = RSSMRollout(
+        TensorDictModule(
+            prior,
+            ["state", "belief", "action"],
+            [("next", "prior_mean"), ("next", "prior_std"), "_", ("next", "belief")],
+        ),
+        TensorDictModule(
+            post,
+            [("next", "belief"), ("next", "encoded_latents")],
+            [("next", "posterior_mean"), ("next", "posterior_std"), ("next", "state")],
+        ),
+    )
+    nxt = [("next", "state"), ("next", "belief")]
+    world_model = WorldModelWrapper(
+        TensorDictSequential(
+            TensorDictModule(enc, [("next", "pixels")], [("next", "encoded_latents")]),
+            rollout,
+            TensorDictModule(dec, nxt, [("next", "reco_pixels")]),
+        ),
+        TensorDictModule(rew, nxt, [("next", "reward")]),
+    )
+    env = DreamerEnv(
+        WorldModelWrapper(
+            TensorDictModule(prior, ["state", "belief", "action"], ["_", "_", "state", "belief"]),
+            TensorDictModule(rew, ["state", "belief"], ["reward"]),
+        ),
+        prior_shape=(S,),
+        belief_shape=(Hb,),
+    )
+    env.observation_spec = Composite(state=Unbounded(S), belief=Unbounded(Hb))
+    env.state_spec = env.observation_spec.clone()
+    env.action_spec = spec
+    env.reward_spec = Unbounded((1,))
+    actor = ProbabilisticTensorDictSequential(
+        TensorDictModule(act, ["state", "belief"], ["loc", "scale"]),
+        ProbabilisticTensorDictModule(
+            ["loc", "scale"],
+            ["action"],
+            distribution_class=TanhNormal,
+            distribution_kwargs={"tanh_loc": True},
+            default_interaction_type=InteractionType.RANDOM,
+        ),
+    )
+    value = TensorDictModule(val, ["state", "belief"], ["state_value"])
+    losses = (
+        DreamerModelLoss(world_model),
+        DreamerActorLoss(actor, value, env, imagination_horizon=H, discount_loss=False),
+        DreamerValueLoss(value),
+    )
+    return losses, (world_model, actor, value)
+
+
+def make_update(losses, nets, precision: str) -> Callable[[TensorDict], None]:
+    model_loss, actor_loss, value_loss = losses
+    opts = [torch.optim.Adam(n.parameters(), lr) for n, lr in zip(nets, (6e-4, 8e-5, 8e-5))]
+    bf16 = precision == "bf16"
+
+    def step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def update(data: TensorDict) -> None:
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            lt, sampled = model_loss(data)
+            total = lt["loss_model_kl"] + lt["loss_model_reco"] + lt["loss_model_reward"]
+        step(opts[0], total.sum())
+        start = sampled.get("next").select("state", "belief").reshape(-1)
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            lt, fake = actor_loss(start)
+        step(opts[1], lt["loss_actor"])
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            lt, _ = value_loss(fake)
+        step(opts[2], lt["loss_value"])
+
+    return update
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def memory_child(impl: str, precision: str, threads: int) -> None:
+    torch.set_num_threads(threads)
+    m, losses, nets = build_wmrl()
+    if impl == "torchrl":
+        losses, nets = build_torchrl(m)
+    data = make_data()
+    update = make_update(losses, nets, precision)
+    base = rss_mb()
+    for _ in range(3):
+        update(data)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_mb": peak, "base_mb": base}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--memory-child", nargs=2, metavar=("IMPL", "PRECISION"))
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(*args.memory_child, args.threads)
+        return
+    torch.set_num_threads(args.threads)
+    data = make_data()
+    wm, wm_losses, wm_nets = build_wmrl()
+    trl_losses, trl_nets = build_torchrl(wm)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), batch {B}x{T}, 64x64 pixels")
+    for precision in args.precision:
+        updates = {
+            "wmrl": make_update(wm_losses, wm_nets, precision),
+            "torchrl": make_update(trl_losses, trl_nets, precision),
+        }
+        times: dict[str, list[float]] = {k: [] for k in updates}
+        for fn in updates.values():  # warm-up
+            fn(data)
+        for _ in range(args.repeats):
+            for name, fn in updates.items():
+                t0 = time.perf_counter()
+                fn(data)
+                times[name].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        ratios = [t / w for t, w in zip(times["torchrl"], times["wmrl"])]
+        mem = {}
+        for name in updates:
+            cmd = [sys.executable, __file__, "--memory-child", name, precision]
+            cmd += ["--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            mem[name] = json.loads(out.strip().splitlines()[-1])
+        print(
+            f"{precision}: wmrl {med['wmrl']:.2f} s, torchrl {med['torchrl']:.2f} s per update; "
+            f"speed-up median {statistics.median(ratios):.2f}x (min {min(ratios):.2f}, "
+            f"max {max(ratios):.2f}); peak RSS wmrl {mem['wmrl']['peak_mb']:.0f} MB "
+            f"(+{mem['wmrl']['peak_mb'] - mem['wmrl']['base_mb']:.0f} in the updates), "
+            f"torchrl {mem['torchrl']['peak_mb']:.0f} MB "
+            f"(+{mem['torchrl']['peak_mb'] - mem['torchrl']['base_mb']:.0f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
