@@ -15,6 +15,7 @@ optimiser differ between backends:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,6 +35,10 @@ __all__ = [
 ]
 
 Objective = Callable[[TensorDictBase], torch.Tensor]
+#: a function returning a fresh context manager entered around each rollout and objective
+RolloutContext = Callable[[], contextlib.AbstractContextManager[Any]]
+#: called on the parameters after each backward pass, before clipping and the optimiser step
+GradHook = Callable[[list[torch.nn.Parameter]], None]
 
 
 def imagine(env: Any, policy: Any, start: TensorDictBase, horizon: int) -> TensorDictBase:
@@ -116,11 +121,14 @@ class SearchResult:
         best_loss: the lowest objective value seen (the policy is left at those parameters).
         history: objective value after each optimiser step.
         evaluations: number of objective (and gradient) evaluations.
+        trajectory: the last imagined trajectory ``[*B, H]``, detached, with whatever the
+            objective wrote into it (e.g. Dreamer's ``"lambda_target"`` for the critic).
     """
 
     best_loss: float
     history: list[float] = field(default_factory=list)
     evaluations: int = 0
+    trajectory: TensorDictBase | None = None
 
 
 class PolicySearch:
@@ -137,6 +145,14 @@ class PolicySearch:
         parameters: what to optimise (default: ``policy.parameters()``).
         max_grad_norm: gradient clipping for Adam (``None``: off).
         progress: show a progress bar.
+        context: returns a context manager entered around every rollout and objective (e.g.
+            frozen model parameters, the exploration type, autocast); ``None``: none.
+        grad_hook: called with the optimised parameters after every backward pass, before
+            clipping and the step (e.g. averaging gradients across data-parallel processes).
+
+    With Adam the optimiser (and its moment estimates) is created once and kept across
+    :meth:`run` calls as :attr:`optimizer`, so a training loop can call ``run(start, 1)`` per
+    update and checkpoint ``search.optimizer.state_dict()``.
 
     Example:
         See ``tests/test_search.py`` and :class:`wmrl.agents.pilco.PILCO`.
@@ -154,6 +170,8 @@ class PolicySearch:
         parameters: Iterable[torch.nn.Parameter] | None = None,
         max_grad_norm: float | None = None,
         progress: bool = False,
+        context: RolloutContext | None = None,
+        grad_hook: GradHook | None = None,
     ) -> None:
         if optimizer not in ("lbfgs", "adam"):
             raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
@@ -167,10 +185,26 @@ class PolicySearch:
         self.lr = lr if lr is not None else (1.0 if optimizer == "lbfgs" else 1e-3)
         self.max_grad_norm = max_grad_norm
         self.progress = progress
+        self.context = context
+        self.grad_hook = grad_hook
+        self.optimizer: torch.optim.Optimizer | None = (
+            torch.optim.Adam(self.params, lr=self.lr) if optimizer == "adam" else None
+        )
+
+    def evaluate(self, start: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
+        """The objective of one imagined rollout from ``start`` and the trajectory
+        (differentiable)."""
+        with self.context() if self.context is not None else contextlib.nullcontext():
+            trajectory = imagine(self.env, self.policy, start, self.horizon)
+            return self.objective(trajectory), trajectory
 
     def loss(self, start: TensorDictBase) -> torch.Tensor:
         """The objective of one imagined rollout from ``start`` (differentiable)."""
-        return self.objective(imagine(self.env, self.policy, start, self.horizon))
+        return self.evaluate(start)[0]
+
+    def _after_backward(self) -> None:
+        if self.grad_hook is not None:
+            self.grad_hook(self.params)
 
     def _snapshot(self) -> list[torch.Tensor]:
         return [p.detach().clone() for p in self.params]
@@ -209,7 +243,8 @@ class PolicySearch:
         bar = tqdm(total=steps, desc=desc, disable=not self.progress, leave=False)
 
         def evaluate() -> torch.Tensor:
-            loss = self.loss(get_start())
+            loss, trajectory = self.evaluate(get_start())
+            result.trajectory = trajectory.detach()
             result.evaluations += 1
             value = float(loss.detach())
             if math.isfinite(value) and value < result.best_loss:
@@ -241,6 +276,7 @@ class PolicySearch:
                         # steer the line search away from a diverging step
                         return loss.detach().new_tensor(float("inf")).requires_grad_()
                     loss.backward()
+                    self._after_backward()
                     return loss
 
                 for _ in range(n):
@@ -253,11 +289,13 @@ class PolicySearch:
                         break
                 self._restore(best)
         else:
-            opt = torch.optim.Adam(self.params, lr=self.lr)
+            opt = self.optimizer
+            assert opt is not None
             for _ in range(steps):
                 opt.zero_grad(set_to_none=True)
                 loss = evaluate()
                 loss.backward()
+                self._after_backward()
                 if self.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
                 opt.step()

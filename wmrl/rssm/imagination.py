@@ -29,6 +29,8 @@ from torchrl.objectives.value import (
     ValueEstimatorBase,
 )
 
+from wmrl import search
+
 __all__ = [
     "frozen",
     "imagine",
@@ -74,17 +76,15 @@ def imagine(
 
     The model's parameters are frozen (no gradient to the world model), the actor samples
     (``ExplorationType.RANDOM``) and the graph from the actor's parameters through the imagined
-    states is kept.
+    states is kept. The rollout itself is :func:`wmrl.search.imagine`, the one used by every
+    backend's policy search.
 
     Returns:
         the trajectory ``[*B, horizon]``.
     """
     start = start.select(*state_keys).detach()
     with frozen(env), set_exploration_type(ExplorationType.RANDOM):
-        td = env.reset(start.copy())
-        return env.rollout(
-            horizon, actor, tensordict=td, auto_reset=False, break_when_any_done=False
-        )
+        return search.imagine(env, actor, start, horizon)
 
 
 def evaluate_values(
