@@ -311,12 +311,19 @@ class DreamerV3ActorLoss(DreamerActorLoss):
 
     @staticmethod
     def _per_step(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """Bring a log-probability or entropy to ``like``'s ``[*B, H, 1]``."""
+        """A log-probability or entropy as one value per step, shaped like ``like`` ``[*B, H, 1]``.
+
+        Per-dimension values ``[*B, H, A]`` (a distribution that is not ``Independent``) are
+        summed: the joint log-probability / entropy of the action.
+        """
         if x.dim() == like.dim() - 1:
-            return x.unsqueeze(-1)
-        if x.dim() == like.dim() + 1:
-            return x.sum(-1, keepdim=True)
-        return x
+            return x.unsqueeze(-1)  # [*B, H, 1]
+        if x.dim() == like.dim():
+            return x.sum(-1, keepdim=True)  # [*B, H, 1]
+        raise ValueError(
+            f"cannot align a log-probability/entropy of shape {tuple(x.shape)} with the "
+            f"returns {tuple(like.shape)}"
+        )
 
     def forward(self, tensordict: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
         keys = self.tensor_keys
