@@ -59,6 +59,7 @@ def make_problem(n: int, B: int, seed: int = 0) -> dict:
     from wmrl.envs.tasks import CartPoleSwingUp
 
     f64 = torch.float64
+    torch.manual_seed(seed)  # the random actions come from the global generator
     episodes = math.ceil(n / 40)
     env = CartPoleSwingUp(batch_size=[episodes], seed=seed)
     with torch.no_grad():
@@ -312,14 +313,18 @@ def report(results: list[dict], args, diff: float) -> str:
         "Notes.",
         "",
         "* TorchRL materialises `[B, E, E, n², Din]` tensors (`z_ij` and its solve), so its time "
-        "and memory grow as `B n²` with a large constant, and at `n ≥ 800` with 32 beliefs a "
-        "single request exceeds the memory (the size asked for is in the table). wmrl evaluates "
+        "and memory grow as `B n²` with a large constant; at `n ≥ 800` with 32 beliefs a single "
+        f"request exceeds the {args.limit_gb:g} GiB address-space limit (the size asked for is "
+        "in the table; 48.8 GiB also exceeds the machine's RAM). wmrl evaluates "
         "each `[n, n]` block of `Q_ab` in cache-sized tiles from a rank-`(Din + 2)` factorisation "
         "of its exponent, reduces each tile at once and recomputes the tiles in a hand-written "
         "backward, so its memory is `O(B E² n Din)` plus one tile (`block_elements`).",
         "* The machine is shared (2 cores): wall times depend on what else ran; CPU times much "
         "less so, but cache and memory-bandwidth contention remain. Re-measure on a quiet machine "
         "before quoting absolute figures.",
+        "* TorchRL's default dtype is float32; it runs in float64 here, as wmrl does, for a "
+        "like-for-like comparison (float32 moment matching can give negative variances, see "
+        "DESIGN.md).",
         "* TorchRL's variances agree with wmrl's here only because the same hand-set "
         "hyper-parameters are injected; after its own `fit` they are in standardised units "
         "(see DESIGN.md).",
@@ -346,7 +351,8 @@ def plot(results: list[dict], path: Path) -> None:
             ooms = [r["n"] for r in results
                     if r["lib"] == lib and r["mode"] == mode and r["B"] == B and "oom" in r]
             for n in ooms:
-                ax.annotate("OOM", (n, pts[-1][1] if pts else 1.0), color=color, fontsize=8)
+                ax.annotate(f"OOM, B={B}", (n, pts[-1][1] if pts else 1.0), color=color,
+                            fontsize=8, ha="center", va="bottom")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("n (training points)")
@@ -368,6 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget-s", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks_mm.md")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "mm_scaling.png")
+    ap.add_argument("--json", type=Path, default=None, help="also save the raw results here")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="skip the measurements: rewrite the report and figure from saved results")
     ap.add_argument("--child", nargs=2, metavar=("N", "B"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -376,8 +385,8 @@ def main(argv: list[str] | None = None) -> None:
               ("wmrl", "torchrl"))
         return
     ns = (100, 200) if args.quick else NS
-    results = []
-    for n in ns:
+    results = json.loads(args.from_json.read_text()) if args.from_json else []
+    for n in () if args.from_json else ns:
         for B in BS:
             cmd = [sys.executable, __file__, "--child", str(n), str(B),
                    "--threads", str(args.threads), "--limit-gb", str(args.limit_gb),
@@ -398,10 +407,11 @@ def main(argv: list[str] | None = None) -> None:
     text = report(results, args, diff)
     print()
     print(text)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
     if not args.quick:
         args.out.write_text(text)
         plot(results, args.figure)
-        (args.out.parent / "benchmarks_mm.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

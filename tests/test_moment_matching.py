@@ -31,7 +31,7 @@ def random_gp(
     beta = torch.cholesky_solve(y.unsqueeze(-1), Lc).squeeze(-1)
     iK = torch.cholesky_inverse(Lc)
     return dict(inputs=X.contiguous(), beta=beta, lengthscales=ell, signal_var=sf2, inv_gram=iK,
-                noise_var=sn2)
+                noise_var=sn2, targets=y)
 
 
 def gp_args(gp: dict[str, torch.Tensor], deterministic: bool = False) -> tuple:
@@ -78,6 +78,30 @@ def random_belief(gen, Din, scale=0.5):
     mean = 0.5 * torch.randn(Din, dtype=F64, generator=gen)
     A = scale * torch.randn(Din, Din, dtype=F64, generator=gen) / math.sqrt(Din)
     return mean, A @ A.T + 1e-3 * torch.eye(Din, dtype=F64)
+
+
+def test_predict_matches_textbook_gp():
+    """gp_predict against the GP posterior written out per output (Rasmussen & Williams, Alg. 2.1)
+    with the kernel built here element by element."""
+    gen = torch.Generator().manual_seed(13)
+    gp = random_gp(gen, E=2, n=15, Din=3, shared=False)
+    x = torch.randn(4, 3, dtype=F64, generator=gen)
+    mean, var = gp_predict(x, *gp_args(gp))
+    for a in range(2):
+        X, ell, sf2 = gp["inputs"][a], gp["lengthscales"][a], gp["signal_var"][a]
+
+        def k(u, v, ell=ell, sf2=sf2):
+            return sf2 * math.exp(-0.5 * float((((u - v) / ell) ** 2).sum()))
+
+        K = torch.tensor([[k(xi, xj) for xj in X] for xi in X], dtype=F64)
+        Ks = torch.tensor([[k(xs, xj) for xj in X] for xs in x], dtype=F64)  # [4, n]
+        Kn = K + gp["noise_var"][a] * torch.eye(15, dtype=F64)
+        ref_mean = Ks @ torch.linalg.solve(Kn, gp["targets"][a])
+        ref_var = sf2 - (Ks * torch.linalg.solve(Kn, Ks.T).T).sum(-1)
+        torch.testing.assert_close(mean[:, a], ref_mean, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(var[:, a], ref_var, rtol=1e-9, atol=1e-10)
+    _, var0 = gp_predict(x, *gp_args(gp, deterministic=True))
+    assert bool((var0 == 0).all())
 
 
 @pytest.mark.parametrize("deterministic", [False, True])
@@ -213,6 +237,17 @@ def test_batching(batch):
     chunked = gp_moment_match(mean, cov, *args, block_elements=1)
     for out, ref in zip(chunked, (M, S, V)):
         torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-13)
+
+
+def test_float32_close_to_float64():
+    gen = torch.Generator().manual_seed(14)
+    gp = random_gp(gen, E=2, n=20, Din=3)
+    mean, cov = random_belief(gen, 3)
+    ref = gp_moment_match(mean, cov, *gp_args(gp))
+    out = gp_moment_match(mean.float(), cov.float(), *(t.float() for t in gp_args(gp)))
+    for o, r in zip(out, ref):
+        assert o.dtype == torch.float32
+        torch.testing.assert_close(o.double(), r, rtol=1e-3, atol=1e-4 * r.abs().max().item())
 
 
 def test_far_from_data_is_finite():
