@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -41,6 +42,7 @@ def plot_trial_costs(records: Sequence[Any], path: str | Path, title: str = "") 
         if r.solved:
             ax.axvline(r.trial, color="green", alpha=0.3)
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("episode cost (sum)")
     ax.set_title(title or "PILCO: cost per trial")
     ax.legend(fontsize=8)

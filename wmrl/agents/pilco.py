@@ -117,6 +117,7 @@ class TrialRecord:
     fit_s: float
     search_s: float
     wall_s: float
+    evaluations: int = 0
 
 
 def make_task(name: str, **kwargs: Any) -> Any:
@@ -291,6 +292,7 @@ class PILCO:
         torch.manual_seed(self._seed(k))
         is_random = k < c.random_trials
         fit_s = search_s = 0.0
+        evaluations = 0
         predicted = math.nan
         if is_random:
             policy = self._random_policy(torch.Generator().manual_seed(self._seed(k)))
@@ -316,6 +318,7 @@ class PILCO:
                 desc=f"policy search (trial {k})",
             )
             predicted = result.best_loss
+            evaluations = result.evaluations
             search_s = time.perf_counter() - t1
             with torch.no_grad():
                 self.last_prediction = imagine(env, self.policy, self.start_belief(), self.horizon)
@@ -349,6 +352,7 @@ class PILCO:
             fit_s=fit_s,
             search_s=search_s,
             wall_s=time.perf_counter() - t0,
+            evaluations=evaluations,
         )
         self.records.append(record)
         self._log(record)
@@ -412,7 +416,7 @@ class PILCO:
         return (
             f"trial {r.trial:2d} ({kind}): real cost {r.real_cost:6.2f}, predicted "
             f"{r.predicted_cost:6.2f}, test {r.test_cost:6.2f}; fit {r.fit_s:5.1f} s, "
-            f"search {r.search_s:6.1f} s, data {r.data_size}"
+            f"search {r.search_s:6.1f} s ({r.evaluations} evaluations), data {r.data_size}"
         )
 
     def summary(self) -> str:
