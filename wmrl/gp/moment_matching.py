@@ -148,14 +148,14 @@ def _exp_clamp(dtype: torch.dtype) -> float:
     return 0.4 * math.log(torch.finfo(dtype).max)
 
 
-def _shared_matmul(M: Tensor, X: Tensor) -> Tensor:
-    """``M @ X`` for ``M`` ``[p, t, n]`` shared across the leading dim of ``X`` ``[c, p, n, k]``.
+def _shared_left(XT: Tensor, M: Tensor) -> Tensor:
+    """``XT @ M`` for ``XT`` ``[c, p, k, m]`` and ``M`` ``[p, m, n]`` shared across ``c``.
 
-    One ``[t, n] x [n, c·k]`` product per ``p`` instead of broadcasting ``M`` to ``[c, p, t, n]``.
+    One ``[c·k, m] x [m, n]`` product per ``p`` instead of broadcasting ``M`` to ``[c, p, m, n]``.
     """
-    c, p, n, k = X.shape
-    Y = torch.bmm(M, X.permute(1, 2, 0, 3).reshape(p, n, c * k))  # [p, t, c·k]
-    return Y.reshape(p, M.shape[-2], c, k).permute(2, 0, 1, 3)  # [c, p, t, k]
+    c, p, k, m = XT.shape
+    Y = torch.bmm(XT.transpose(0, 1).reshape(p, c * k, m), M)  # [p, c·k, n]
+    return Y.reshape(p, c, k, M.shape[-1]).transpose(0, 1)  # [c, p, k, n]
 
 
 def _tile_matmul(A: Tensor, B: Tensor, buf: Tensor) -> Tensor:
@@ -182,86 +182,125 @@ def _chunks(N: int, P: int, E: int, n: int, budget: int):
                     yield ps, bs, slice(i0, min(n, i0 + rows)), start == 0
 
 
+def _sweep(
+    U: Tensor,
+    W: Tensor,
+    wa: Tensor,
+    wb: Tensor,
+    q: Tensor,
+    iK: Tensor | None,
+    lmax: float,
+    budget: int,
+    partials: bool,
+    gout: Tensor | None = None,
+) -> tuple[Tensor | None, tuple[Tensor, ...] | None, Tensor | None]:
+    """One pass over all tiles of ``G = expm1(min(U Wᵀ, lmax))`` (see :class:`_BlockReduce`).
+
+    Returns ``s`` ``[N, P]`` (when ``gout`` is ``None``); with ``partials`` the derivatives of
+    each ``s_np`` with respect to its own ``U, W, wa, wb`` and to ``q`` (not yet multiplied by the
+    incoming gradient); with ``gout`` ``[N, P]`` the gradient with respect to ``iK``, which sums
+    over the batch and so needs ``gout``. Contractions are written as ``[k, ·] x G`` products
+    (wide outputs), which BLAS runs several times faster than ``G x [·, k]`` for small ``k``.
+    """
+    N, P, n, r = U.shape
+    E = q.shape[1]
+    Wt = W.transpose(-1, -2).contiguous()  # [N, P, r, n]
+    out = U.new_zeros(N, P) if gout is None else None  # [N, P]
+    with_q = iK is not None
+    if partials:
+        dU, dW = torch.zeros_like(U), torch.zeros_like(W)  # [N, P, n, r]
+        dwa, dwb = torch.zeros_like(wa), torch.zeros_like(wb)  # [N, P, n]
+        dq = torch.zeros_like(q)  # [N, E, n]
+        UT = U.transpose(-1, -2)  # [N, P, r, n]
+        XbT = torch.cat([wb.unsqueeze(-2) * Wt, wb.unsqueeze(-2)], -2)  # [N, P, r+1, n]
+        sW = XbT[..., :r, :].sum(-1).unsqueeze(-2)  # Σ_j wb_j W_j  [N, P, 1, r]
+        if with_q:
+            XqT = torch.cat([q.unsqueeze(-2) * Wt[:, :E], q.unsqueeze(-2)], -2)  # [N, E, r+1, n]
+    diK = torch.zeros_like(iK) if gout is not None and with_q else None  # [E, n, n]
+    buf = U.new_empty(min(max(budget, n), N * P * n * n))  # tile buffer, reused  [≤ budget]
+    for ps, bs, ts, diag in _chunks(N, P, E, n, budget):
+        wat = wa[bs, ps, ts]  # [c, p, t]
+        G = _tile_matmul(U[bs, ps, ts], Wt[bs, ps], buf)  # L tile  [c, p, t, n]
+        G.clamp_(max=lmax).expm1_()  # [c, p, t, n]
+        iq = diag and with_q
+        if iq:
+            iKt, qa = iK[ps, ts], q[bs, ps]  # [p, t, n], [c, p, n]
+            qat = qa[..., ts]  # [c, p, t]
+        if diK is not None and iq:
+            part = (gout[bs, ps, None] * qat).unsqueeze(-1) * G * qa.unsqueeze(-2)  # [c, p, t, n]
+            diK[ps, ts] -= part.sum(0)  # [p, t, n]
+        if not partials:
+            if out is not None:
+                out[bs, ps] += (G @ wb[bs, ps].unsqueeze(-1)).squeeze(-1).mul_(wat).sum(-1)
+                if iq:
+                    G.mul_(iKt)  # iK ∘ G  [c, p, t, n]
+                    out[bs, ps] -= (G @ qa.unsqueeze(-1)).squeeze(-1).mul_(qat).sum(-1)
+            continue
+        UtT = UT[bs, ps, :, ts]  # [c, p, r, t]
+        XaT = torch.cat([wat.unsqueeze(-2) * UtT, wat.unsqueeze(-2)], -2)  # [c, p, r+1, t]
+        YbT = XbT[bs, ps] @ G.transpose(-1, -2)  # [(wb∘W)ᵀGᵀ; wbᵀGᵀ]  [c, p, r+1, t]
+        YaT = XaT @ G  # [(wa∘U)ᵀG; waᵀG]  [c, p, r+1, n]
+        out[bs, ps] += (YbT[..., r, :] * wat).sum(-1)  # waᵀ G wb  [c, p]
+        # ∂s/∂L = E ∘ (wa wbᵀ) with E = G + 1
+        dU[bs, ps, ts] += wat.unsqueeze(-1) * (YbT[..., :r, :] + sW[bs, ps].mT).mT
+        sU = XaT[..., :r, :].sum(-1).unsqueeze(-2)  # Σ_i wa_i U_i  [c, p, 1, r]
+        dW[bs, ps] += wb[bs, ps].unsqueeze(-1) * (YaT[..., :r, :].mT + sU)
+        dwa[bs, ps, ts] += YbT[..., r, :]
+        dwb[bs, ps] += YaT[..., r, :]
+        if not iq:
+            continue
+        XqtT = torch.cat([qat.unsqueeze(-2) * UtT, qat.unsqueeze(-2)], -2)  # [c, p, r+1, t]
+        G.mul_(iKt)  # iK ∘ G  [c, p, t, n]
+        ZbT = XqT[bs, ps] @ G.transpose(-1, -2)  # [c, p, r+1, t]
+        ZaT = XqtT @ G  # [c, p, r+1, n]
+        Zb1T = _shared_left(XqT[bs, ps, :r], iKt.transpose(-1, -2))  # (q∘W)ᵀ iKᵀ  [c, p, r, t]
+        Za1T = _shared_left(XqtT[..., :r, :], iKt)  # (q∘U)ᵀ iK  [c, p, r, n]
+        out[bs, ps] -= (ZbT[..., r, :] * qat).sum(-1)  # qᵀ(iK∘G)q  [c, p]
+        dU[bs, ps, ts] -= qat.unsqueeze(-1) * (ZbT[..., :r, :] + Zb1T).mT
+        dW[bs, ps] -= qa.unsqueeze(-1) * (ZaT[..., :r, :] + Za1T).mT
+        dq[bs, ps, ts] -= ZbT[..., r, :]
+        dq[bs, ps] -= ZaT[..., r, :]
+    return out, ((dU, dW, dwa, dwb, dq) if partials else None), diK
+
+
 class _BlockReduce(torch.autograd.Function):
     """``s_p = wa_pᵀ G_p wb_p - [p < E] q_pᵀ(iK_p ∘ G_p)q_p``, ``G_p = expm1(min(U_p W_pᵀ, lmax))``.
 
     Shapes: ``U, W`` ``[N, P, n, r]``, ``wa, wb`` ``[N, P, n]``, ``q`` ``[N, E, n]``, ``iK``
     ``[E, n, n]`` or ``None``; returns ``[N, P]``. ``G`` is formed one tile of at most ``budget``
-    entries at a time and never stored; backward recomputes each tile and contracts it with
-    ``[n, r+1]`` matrices, so ``∂s/∂L`` is never formed. Beyond ``lmax`` the derivative of
-    ``expm1`` is taken as ``exp(lmax)``: like the entries themselves, negligible there.
-    First derivatives only.
+    entries at a time and never stored. Each ``s_np`` depends only on its own ``U, W, wa, wb``
+    (and ``q``), so when gradients are needed the forward pass contracts each tile with
+    ``[n, r+1]`` matrices into the partial derivatives (the size of the inputs) and backward only
+    scales them; the gradient with respect to ``iK`` sums over the batch and is computed in
+    backward by a second pass over the tiles. Beyond ``lmax`` the derivative of ``expm1`` is taken
+    as ``exp(lmax)``: like the entries themselves, negligible there. First derivatives only.
     """
 
     @staticmethod
     def forward(ctx, U, W, wa, wb, q, iK, lmax, budget):  # type: ignore[override]
-        N, P, n, _ = U.shape
-        E = q.shape[1]
-        Wt = W.transpose(-1, -2).contiguous()  # [N, P, r, n]
-        out = U.new_zeros(N, P)  # [N, P]
-        buf = U.new_empty(min(max(budget, n), N * P * n * n))  # tile buffer, reused  [≤ budget]
-        for ps, bs, ts, diag in _chunks(N, P, E, n, budget):
-            G = _tile_matmul(U[bs, ps, ts], Wt[bs, ps], buf)  # L tile  [c, p, t, n]
-            G.clamp_(max=lmax).expm1_()  # [c, p, t, n]
-            s = (G @ wb[bs, ps].unsqueeze(-1)).squeeze(-1).mul_(wa[bs, ps, ts]).sum(-1)  # [c, p]
-            if diag and iK is not None:
-                G.mul_(iK[ps, ts])  # iK ∘ G  [c, p, t, n]
-                qa = q[bs, ps]  # [c, p, n]
-                s -= (G @ qa.unsqueeze(-1)).squeeze(-1).mul_(qa[..., ts]).sum(-1)  # [c, p]
-            out[bs, ps] += s
-        ctx.save_for_backward(U, W, wa, wb, q, iK)
+        partials = any(ctx.needs_input_grad[:5])
+        out, parts, _ = _sweep(U, W, wa, wb, q, iK, lmax, budget, partials)
+        ctx.partials = parts is not None
+        ctx.save_for_backward(*(parts or ()), U, W, wa, wb, q, iK)
         ctx.lmax, ctx.budget = lmax, budget
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gout):  # type: ignore[override]
-        U, W, wa, wb, q, iK = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        N, P, n, r = U.shape
-        E = q.shape[1]
-        dU, dW = torch.zeros_like(U), torch.zeros_like(W)  # [N, P, n, r]
-        dwa, dwb = torch.zeros_like(wa), torch.zeros_like(wb)  # [N, P, n]
-        dq = torch.zeros_like(q)  # [N, E, n]
-        diK = torch.zeros_like(iK) if iK is not None and need[5] else None  # [E, n, n]
-        Wt = W.transpose(-1, -2)  # [N, P, r, n]
-        Xb = torch.cat([wb.unsqueeze(-1) * W, wb.unsqueeze(-1)], -1)  # [N, P, n, r+1]
-        sW = Xb[..., :r].sum(-2, keepdim=True)  # Σ_j wb_j W_j  [N, P, 1, r]
-        if iK is not None:
-            qd = q.unsqueeze(-1)  # [N, E, n, 1]
-            Xq = torch.cat([qd * W[:, :E], qd], -1)  # [N, E, n, r+1]
-        buf = U.new_empty(min(max(ctx.budget, n), N * P * n * n))  # tile buffer, reused  [≤ budget]
-        for ps, bs, ts, diag in _chunks(N, P, E, n, ctx.budget):
-            Ut, wat = U[bs, ps, ts], wa[bs, ps, ts]  # [c, p, t, r], [c, p, t]
-            G = _tile_matmul(Ut, Wt[bs, ps], buf)  # L tile  [c, p, t, n]
-            G.clamp_(max=ctx.lmax).expm1_()  # [c, p, t, n]
-            Xa = torch.cat([wat.unsqueeze(-1) * Ut, wat.unsqueeze(-1)], -1)  # [c, p, t, r+1]
-            Yb = G @ Xb[bs, ps]  # [G(wb∘W), G wb]  [c, p, t, r+1]
-            Ya = G.transpose(-1, -2) @ Xa  # [Gᵀ(wa∘U), Gᵀ wa]  [c, p, n, r+1]
-            dU[bs, ps, ts] += wat.unsqueeze(-1) * (Yb[..., :r] + sW[bs, ps])  # E = G + 1
-            dW[bs, ps] += wb[bs, ps].unsqueeze(-1) * (Ya[..., :r] + Xa[..., :r].sum(-2, True))
-            dwa[bs, ps, ts] += Yb[..., r]
-            dwb[bs, ps] += Ya[..., r]
-            if not (diag and iK is not None):
-                continue
-            iKt, qa = iK[ps, ts], q[bs, ps]  # [p, t, n], [c, p, n]
-            qat = qa[..., ts]  # [c, p, t]
-            Xqt = torch.cat([qat.unsqueeze(-1) * Ut, qat.unsqueeze(-1)], -1)  # [c, p, t, r+1]
-            if diK is not None:
-                part = (gout[bs, ps, None] * qat).unsqueeze(-1) * G * qa.unsqueeze(-2)  # [c,p,t,n]
-                diK[ps, ts] -= part.sum(0)  # [p, t, n]
-            G.mul_(iKt)  # iK ∘ G  [c, p, t, n]
-            Zb = G @ Xq[bs, ps]  # [c, p, t, r+1]
-            Za = G.transpose(-1, -2) @ Xqt  # [c, p, n, r+1]
-            Zb1 = _shared_matmul(iKt, Xq[bs, ps, :, :r])  # [c, p, t, r]
-            Za1 = _shared_matmul(iKt.transpose(-1, -2), Xqt[..., :r])  # [c, p, n, r]
-            dU[bs, ps, ts] -= qat.unsqueeze(-1) * (Zb[..., :r] + Zb1)
-            dW[bs, ps] -= qa.unsqueeze(-1) * (Za[..., :r] + Za1)
-            dq[bs, ps, ts] -= Zb[..., r]
-            dq[bs, ps] -= Za[..., r]
+        saved = ctx.saved_tensors
+        U, W, wa, wb, q, iK = saved[-6:]
+        if ctx.partials:
+            dU, dW, dwa, dwb, dq = saved[:5]
+        else:  # forward ran without gradients in view: compute them now
+            _, (dU, dW, dwa, dwb, dq), _ = _sweep(U, W, wa, wb, q, iK, ctx.lmax, ctx.budget, True)
+        diK = None
+        if iK is not None and ctx.needs_input_grad[5]:
+            diK = _sweep(U, W, wa, wb, q, iK, ctx.lmax, ctx.budget, False, gout)[2]
         g = gout.unsqueeze(-1)  # [N, P, 1]
-        dq = dq * g[:, :E]  # [N, E, n]
-        return g.unsqueeze(-1) * dU, g.unsqueeze(-1) * dW, g * dwa, g * dwb, dq, diK, None, None
+        E = q.shape[1]
+        return (g.unsqueeze(-1) * dU, g.unsqueeze(-1) * dW, g * dwa, g * dwb, dq * g[:, :E], diK,
+                None, None)
 
 
 def _pairs(E: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
