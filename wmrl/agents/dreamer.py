@@ -1,0 +1,670 @@
+"""Dreamer: learn a world model from pixels (or states) and a policy in imagination.
+
+Hafner et al. 2019, "Dream to Control: Learning Behaviors by Latent Imagination" (Alg. 1), and
+with ``version=3`` the losses of Hafner et al. 2023, "Mastering Diverse Domains through World
+Models". One run is a sequence of *iterations*; each
+
+1. collects one episode per environment with a TorchRL collector (``Collector``, or
+   ``MultiSyncCollector`` with ``collector_workers > 1`` processes), acting with
+   :class:`~wmrl.agents.dreamer_modules.RSSMPolicy` (uniformly random actions for the first
+   ``prefill_episodes``), and appends the episodes to the on-disk sequence replay
+   (:class:`~wmrl.agents.replay.SequenceReplay`);
+2. runs ``train_ratio x steps / (B T)`` updates (``train_ratio`` is the number of replayed
+   steps per collected agent step, DreamerV3's definition). An update is
+
+   * world model: the Dreamer (:class:`~wmrl.rssm.DreamerModelLoss`) or DreamerV3
+     (:class:`~wmrl.rssm.DreamerV3ModelLoss`) loss on ``B`` sequences of ``T`` steps, each
+     filtered from a zero latent;
+   * actor: one Adam step of :class:`~wmrl.search.PolicySearch` — the rollout and optimisation
+     code of the PILCO agent — on :class:`~wmrl.agents.dreamer_objective.DreamerObjective`
+     (the lambda-return objective) from every posterior state of the batch, ``horizon`` steps
+     in the learned model with its parameters frozen;
+   * critic: regression onto the lambda-returns of that imagined trajectory
+     (:class:`~wmrl.rssm.DreamerValueLoss` / :class:`~wmrl.rssm.DreamerV3ValueLoss`);
+
+3. every ``eval_every`` environment steps, runs ``eval_episodes`` separate evaluation episodes
+   with the deterministic policy (the actor's mode); only those are reported as evaluation
+   returns (training returns are logged as ``train/return``).
+
+Checkpoints (every ``checkpoint_every`` environment steps and at the end) hold the networks, the
+optimisers, the return-normalisation statistics, counters, records, RNG states and a copy of the
+replay (written before the checkpoint file, which names it, so a checkpoint never refers to a
+partial copy). Every iteration reseeds torch and the environments from ``(seed, rank,
+iteration)`` and starts new episodes, so :meth:`Dreamer.resume` continues exactly as the
+uninterrupted run would have (single collector process, deterministic kernels).
+
+Data parallel (``distributed=True`` under ``torchrun``): every process collects with its own
+seeds into its own replay, gradients are averaged after each backward
+(:mod:`wmrl.agents.distributed`); rank 0 evaluates and logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.collectors import Collector, MultiSyncCollector, RandomPolicy
+from torchrl.envs import TransformedEnv
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from tqdm.auto import tqdm
+
+from wmrl.agents.checkpoint import load_checkpoint, save_checkpoint
+from wmrl.agents.distributed import (
+    DistributedInfo,
+    average_gradients,
+    broadcast_parameters,
+    init_distributed,
+)
+from wmrl.agents.dreamer_modules import DreamerNets, DreamerSizes, make_dreamer_nets
+from wmrl.agents.dreamer_objective import DreamerObjective
+from wmrl.agents.envs import episode_length, make_env
+from wmrl.agents.replay import SequenceReplay
+from wmrl.rssm import DreamerModelLoss, DreamerV3ModelLoss, DreamerV3ValueLoss, DreamerValueLoss
+from wmrl.rssm.imagination import frozen
+from wmrl.search import PolicySearch
+
+__all__ = ["DreamerConfig", "Dreamer", "EvalRecord", "make_agent_env"]
+
+
+@dataclass
+class DreamerConfig:
+    """Settings of a Dreamer run (defaults: Dreamer's, Hafner et al. 2019, App. A).
+
+    Attributes:
+        task: ``"cartpole-swingup"``, ``"pendulum-swingup"`` or ``"dmc:<domain>-<task>"``.
+        pixels: observe 64x64 frames (else the low-dimensional state, MLP encoder/decoder).
+        version: 1 (Dreamer losses) or 3 (DreamerV3 losses and networks).
+        seed: seeds the networks, the environments and every iteration.
+        max_steps: episode length in environment steps (built-in tasks, ``dt = 0.1`` s).
+        action_repeat: environment steps per action.
+        num_envs: environments stepped together per collector process (built-in tasks).
+        collector_workers: collector processes (``> 1``: TorchRL's ``MultiSyncCollector``).
+        env_steps: budget in environment steps (including repeats).
+        max_wall_s: stop after this much wall time (checked between iterations; ``None``: off).
+        prefill_episodes: episodes (per collector process and environment) with random actions.
+        train_ratio: replayed steps per collected agent step.
+        pretrain_updates: extra updates once the prefill is done.
+        capacity: replay size in agent steps.
+        batch_size, seq_len: ``B`` sequences of ``T`` steps per update.
+        horizon: imagination horizon ``H``.
+        channels, state_dim, num_categoricals, num_classes, rnn_hidden_dim, hidden_dim,
+            mlp_cells, mlp_depth, embed_dim, actor_depth, actor_cells, num_bins: network sizes
+            (see :class:`~wmrl.agents.dreamer_modules.DreamerSizes`).
+        model_lr, actor_lr, value_lr: Adam learning rates (``None``: 6e-4, 8e-5, 8e-5 for v1;
+            1e-4, 3e-5, 3e-5 for v3).
+        grad_clip: gradient-norm clipping of every optimiser.
+        gamma, lmbda: discount and lambda of the returns.
+        free_nats: KL floor (v1; v3 uses one free bit).
+        entropy_bonus: actor entropy bonus (v3; ``None``: 3e-4).
+        discount_weights: weight imagined step ``t`` by ``gamma^t`` in the actor and critic
+            losses (``None``: off for v1 as the pages, on for v3 as the paper).
+        eval_every: environment steps between evaluations.
+        eval_episodes: evaluation episodes (deterministic policy, own environment and seeds).
+        checkpoint_every: environment steps between checkpoints (``0``: only at the end).
+        precision: ``"auto"`` (bfloat16 autocast on CUDA devices that support it, else
+            float32), ``"bf16"`` or ``"fp32"``.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        distributed: data-parallel training under ``torchrun``.
+        progress: show a progress bar.
+    """
+
+    task: str = "cartpole-swingup"
+    pixels: bool = False
+    version: int = 1
+    seed: int = 0
+    max_steps: int = 100
+    action_repeat: int = 1
+    num_envs: int = 1
+    collector_workers: int = 1
+    env_steps: int = 100_000
+    max_wall_s: float | None = None
+    prefill_episodes: int = 5
+    train_ratio: float = 512.0
+    pretrain_updates: int = 100
+    capacity: int = 100_000
+    batch_size: int = 16
+    seq_len: int = 50
+    horizon: int = 15
+    channels: int = 32
+    state_dim: int = 30
+    num_categoricals: int = 32
+    num_classes: int = 32
+    rnn_hidden_dim: int = 200
+    hidden_dim: int = 200
+    mlp_cells: int = 400
+    mlp_depth: int = 2
+    embed_dim: int = 200
+    actor_depth: int = 4
+    actor_cells: int = 200
+    num_bins: int = 255
+    model_lr: float | None = None
+    actor_lr: float | None = None
+    value_lr: float | None = None
+    grad_clip: float = 100.0
+    gamma: float = 0.99
+    lmbda: float = 0.95
+    free_nats: float = 3.0
+    entropy_bonus: float | None = None
+    discount_weights: bool | None = None
+    eval_every: int = 5_000
+    eval_episodes: int = 5
+    checkpoint_every: int = 5_000
+    precision: str = "auto"
+    device: str = "auto"
+    distributed: bool = False
+    progress: bool = True
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> DreamerConfig:
+        """``"default"`` (the paper's sizes), ``"small"`` (a model that trains on two CPU cores:
+        conv depth 16, GRU 128, 16 x 32 batches) or ``"debug"`` (tiny, for smoke tests), then
+        ``overrides``."""
+        presets: dict[str, dict[str, Any]] = {
+            "default": {},
+            "small": dict(
+                channels=16, state_dim=20, num_categoricals=16, num_classes=16,
+                rnn_hidden_dim=128, hidden_dim=128, mlp_cells=200, embed_dim=128,
+                actor_depth=3, actor_cells=128, seq_len=32, num_bins=63,
+            ),
+            "debug": dict(
+                max_steps=12, env_steps=36, prefill_episodes=1, train_ratio=16.0,
+                pretrain_updates=1, capacity=240, batch_size=2, seq_len=8, horizon=3,
+                channels=4, state_dim=4, num_categoricals=2, num_classes=4, rnn_hidden_dim=8,
+                hidden_dim=8, mlp_cells=8, mlp_depth=1, embed_dim=8, actor_depth=1,
+                actor_cells=8, num_bins=15, eval_every=24, eval_episodes=2,
+                checkpoint_every=12, precision="fp32", device="cpu", progress=False,
+            ),
+        }  # fmt: skip
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
+        return cls(**{**presets[name], **overrides})
+
+    def sizes(self) -> DreamerSizes:
+        fields = {f.name for f in dataclasses.fields(DreamerSizes)}
+        return DreamerSizes(**{k: v for k, v in dataclasses.asdict(self).items() if k in fields})
+
+    def learning_rates(self) -> tuple[float, float, float]:
+        defaults = (6e-4, 8e-5, 8e-5) if self.version == 1 else (1e-4, 3e-5, 3e-5)
+        given = (self.model_lr, self.actor_lr, self.value_lr)
+        return tuple(d if g is None else g for g, d in zip(given, defaults))  # type: ignore
+
+    def validate(self) -> None:
+        if self.version not in (1, 3):
+            raise ValueError(f"version must be 1 or 3, got {self.version}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        positive = ("num_envs", "collector_workers", "batch_size", "seq_len", "horizon",
+                    "eval_episodes", "eval_every", "env_steps")  # fmt: skip
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.train_ratio < 0 or self.prefill_episodes < 0 or self.checkpoint_every < 0:
+            raise ValueError("train_ratio, prefill_episodes and checkpoint_every must be >= 0")
+        L = episode_length(self.task, self.max_steps, self.action_repeat)
+        if L < self.seq_len + 1:
+            raise ValueError(
+                f"episodes of {L} agent steps are too short for seq_len={self.seq_len} "
+                "(need seq_len + 1): raise max_steps or lower seq_len"
+            )
+
+
+@dataclass
+class EvalRecord:
+    """One evaluation: ``eval_episodes`` episodes of the deterministic policy (``policy =
+    "agent"``) or of uniformly random actions (``"random"``, the baseline).
+
+    ``eval_return`` is the mean episode return; ``eval_cost_per_step`` is ``-return`` per
+    environment step (the built-in tasks' cost in ``[0, 1]``). ``train_return`` is the mean return
+    of the last collected (exploring) training episodes, for reference only.
+    """
+
+    env_steps: int
+    updates: int
+    iteration: int
+    policy: str
+    eval_return: float
+    eval_cost_per_step: float
+    train_return: float
+    wall_s: float
+
+
+def make_agent_env(
+    task: str,
+    *,
+    pixels: bool,
+    batch_size: list[int],
+    max_steps: int,
+    action_repeat: int,
+    seed: int,
+    primer_sizes: tuple[int, int, int],
+    device: str = "cpu",
+) -> TransformedEnv:
+    """:func:`~wmrl.agents.envs.make_env` plus the zero-at-reset recurrent entries of the
+    agent's policy (``state``, ``belief``, ``prev_action`` of sizes ``primer_sizes``)."""
+    from torchrl.data import Unbounded
+    from torchrl.envs import TensorDictPrimer
+
+    env = make_env(task, pixels=pixels, batch_size=batch_size, max_steps=max_steps,
+                   action_repeat=action_repeat, seed=seed, device=device)  # fmt: skip
+    S, H, A = primer_sizes
+    env.append_transform(
+        TensorDictPrimer(state=Unbounded(S), belief=Unbounded(H), prev_action=Unbounded(A),
+                         default_value=0.0, expand_specs=True)  # fmt: skip
+    )
+    return env
+
+
+class Dreamer:
+    """The Dreamer learning loop (see the module docstring).
+
+    Args:
+        config: run settings.
+        out_dir: where checkpoints, the replay and logs go (``None``: a temporary directory for
+            the replay; nothing else is written). Data-parallel ranks ``> 0`` write under
+            ``out_dir/rank<k>``.
+        logger: a TorchRL logger (``log_scalar(name, value, step)``); optional.
+
+    Example:
+        >>> cfg = DreamerConfig.preset("debug", task="pendulum-swingup", pixels=True)
+        >>> agent = Dreamer(cfg)
+        >>> records = agent.run()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, config: DreamerConfig, out_dir: str | Path | None = None, logger: Any = None
+    ) -> None:
+        config.validate()
+        self.config = c = config
+        if c.distributed:
+            self.dist = init_distributed(device=None if c.device == "auto" else c.device)
+        else:
+            dev = c.device
+            if dev == "auto":
+                dev = "cuda" if torch.cuda.is_available() else "cpu"
+            self.dist = DistributedInfo(device=torch.device(dev))
+        self.device = self.dist.device
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if out_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="wmrl-dreamer-")
+            self.out_dir, self.run_dir = None, Path(self._tmp.name)
+        else:
+            self.out_dir = Path(out_dir)
+            rank = self.dist.rank
+            self.run_dir = self.out_dir if rank == 0 else self.out_dir / f"rank{rank}"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.logger = logger if self.dist.is_main else None
+        self.obs_key = "pixels" if c.pixels else "observation"
+        self.episode_len = episode_length(c.task, c.max_steps, c.action_repeat)
+
+        probe = make_env(c.task, pixels=c.pixels, max_steps=c.max_steps,
+                         action_repeat=c.action_repeat, seed=c.seed)  # fmt: skip
+        self.action_dim = int(probe.action_spec.shape[-1])
+        obs_dim = None if c.pixels else int(probe.observation_spec[self.obs_key].shape[-1])
+        probe.close()
+
+        torch.manual_seed(c.seed)  # the same initial networks on every rank
+        self.nets: DreamerNets = make_dreamer_nets(
+            c.version, self.action_dim, self.obs_key, obs_dim, c.sizes(), device=self.device
+        )
+        broadcast_parameters(self.nets.parts.values())
+        self._build_losses_and_optimisers()
+        self.replay = SequenceReplay(
+            c.capacity, c.seq_len, c.batch_size, self.obs_key, self.run_dir / "replay-live",
+            episode_length=self.episode_len, device=self.device,
+        )  # fmt: skip
+        policy = self.nets.policy
+        self._primer_sizes = (policy.state_dim, policy.belief_dim, policy.action_dim)
+        self.eval_env = self._env_fn([c.eval_episodes], seed=self._seed(-1, salt=1))()
+
+        self.iteration = self.agent_steps = self.env_steps = self.updates = 0
+        self.train_carry, self.wall_s = 0.0, 0.0
+        self.next_eval, self.next_checkpoint = c.eval_every, c.checkpoint_every
+        self.pretrained = False
+        self.records: list[EvalRecord] = []
+        self.last_losses: dict[str, float] = {}
+        self.last_train_return = math.nan
+        self.last_eval_episode: TensorDictBase | None = None
+        self._collector: Any = None
+        self._iterator: Iterator[TensorDictBase] | None = None
+
+    # ------------------------------------------------------------------ building blocks
+    def _build_losses_and_optimisers(self) -> None:
+        c, nets = self.config, self.nets
+        obs = self.obs_key
+        v3 = c.version == 3
+        if v3:
+            self.model_loss: Any = DreamerV3ModelLoss(
+                nets.world_model, reco_symlog=not c.pixels, num_reward_bins=c.num_bins
+            )
+            self.value_loss: Any = DreamerV3ValueLoss(
+                nets.value, value_loss="two_hot", gamma=c.gamma, num_value_bins=c.num_bins
+            )
+        else:
+            self.model_loss = DreamerModelLoss(nets.world_model, free_nats=c.free_nats)
+            weights = bool(c.discount_weights)
+            self.value_loss = DreamerValueLoss(nets.value, discount_loss=weights, gamma=c.gamma)
+        self.model_loss.set_keys(pixels=obs, reco_pixels=f"reco_{obs}")
+        discount = c.discount_weights if c.discount_weights is not None else v3
+        entropy = (c.entropy_bonus if c.entropy_bonus is not None else 3e-4) if v3 else 0.0
+        self.objective = DreamerObjective(
+            nets.value, gamma=c.gamma, lmbda=c.lmbda, discount_weights=discount,
+            return_normalization=v3, entropy_bonus=entropy,
+        )  # fmt: skip
+        model_lr, actor_lr, value_lr = c.learning_rates()
+        self.model_params = nets.world_model_parameters()
+        self.value_params = list(nets.parts["value"].parameters())
+        self.model_opt = torch.optim.Adam(self.model_params, lr=model_lr)
+        self.value_opt = torch.optim.Adam(self.value_params, lr=value_lr)
+        self.search = PolicySearch(
+            nets.imagination_env, nets.actor, self.objective, c.horizon, optimizer="adam",
+            lr=actor_lr, parameters=nets.parts["actor"].parameters(),
+            max_grad_norm=c.grad_clip, context=self._imagination_context,
+            grad_hook=average_gradients,
+        )  # fmt: skip
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        p = self.config.precision
+        if p == "bf16" or (
+            p == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        ):
+            return torch.bfloat16
+        return None
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        dtype = self._amp_dtype()
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    @contextlib.contextmanager
+    def _imagination_context(self) -> Iterator[None]:
+        """Around each imagined rollout: model frozen, sampled actions, mixed precision."""
+        with frozen(self.nets.imagination_env), self._autocast():
+            with set_exploration_type(ExplorationType.RANDOM):
+                yield
+
+    def _seed(self, iteration: int, salt: int = 0) -> int:
+        base = (self.config.seed * 1_000_003 + self.dist.rank) * 4 + salt
+        return base * 1_000_003 + iteration + 1
+
+    def _env_fn(self, batch_size: list[int], seed: int) -> Any:
+        c = self.config
+        return partial(
+            make_agent_env, c.task, pixels=c.pixels, batch_size=batch_size,
+            max_steps=c.max_steps, action_repeat=c.action_repeat, seed=seed,
+            primer_sizes=self._primer_sizes,
+        )  # fmt: skip
+
+    def _prefill_steps(self) -> int:
+        c = self.config
+        return c.prefill_episodes * c.num_envs * c.collector_workers * self.episode_len
+
+    def _make_collector(self) -> Any:
+        c = self.config
+        per_batch = c.num_envs * c.collector_workers * self.episode_len
+        random_frames = max(0, self._prefill_steps() - self.agent_steps) or None
+        kwargs = dict(frames_per_batch=per_batch, total_frames=-1,
+                      init_random_frames=random_frames, storing_device="cpu",
+                      auto_register_policy_transforms=False)  # fmt: skip
+        if c.collector_workers == 1:
+            env = self._env_fn([c.num_envs], self._seed(-1, salt=2))()
+            return Collector(env, self.nets.policy, **kwargs)
+        fns = [
+            self._env_fn([c.num_envs], self._seed(-1 - i, salt=2))
+            for i in range(c.collector_workers)
+        ]
+        return MultiSyncCollector(fns, self.nets.policy, cat_results="stack", **kwargs)
+
+    def close(self) -> None:
+        """Shut the collector's processes down."""
+        if self._collector is not None:
+            self._collector.shutdown()
+            self._collector, self._iterator = None, None
+
+    # ------------------------------------------------------------------ one update
+    def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params: list[Any]) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(params)
+        torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        opt.step()
+
+    def update(self) -> dict[str, torch.Tensor]:
+        """One world-model, actor and critic update on a replayed batch; detached losses."""
+        batch = self.replay.sample()  # [B, T]
+        B, T = batch.batch_size
+        p = self.nets.policy
+        batch.set("state", torch.zeros(B, 1, p.state_dim, device=self.device).expand(B, T, -1))
+        batch.set("belief", torch.zeros(B, 1, p.belief_dim, device=self.device).expand(B, T, -1))
+        with self._autocast():
+            model_td, out = self.model_loss(batch)
+            total = sum(v for k, v in model_td.items() if k.startswith("loss_"))
+        self._step(self.model_opt, total, self.model_params)
+
+        start = out.get("next").select("state", "belief").reshape(-1).detach()  # [B * T]
+        result = self.search.run(start, 1)
+        with self._autocast():
+            value_td, _ = self.value_loss(result.trajectory)
+        self._step(self.value_opt, value_td["loss_value"], self.value_params)
+        self.updates += 1
+        losses = {k: v.detach() for k, v in model_td.items() if k.startswith("loss_")}
+        losses["loss_actor"] = torch.tensor(result.history[-1])
+        losses["loss_value"] = value_td["loss_value"].detach()
+        return losses
+
+    # ------------------------------------------------------------------ the loop
+    def _collect(self) -> TensorDictBase:
+        if self._collector is None:
+            self._collector = self._make_collector()
+            self._iterator = iter(self._collector)
+        seed = self._seed(self.iteration)
+        torch.manual_seed(seed)
+        self._collector.set_seed(seed)
+        self._collector.reset()
+        batch = next(self._iterator)
+        return batch.reshape(-1, self.episode_len)  # [episodes, L]
+
+    def iterate(self) -> None:
+        """One iteration: collect, update, maybe evaluate and checkpoint."""
+        c = self.config
+        t0 = time.perf_counter()
+        episodes = self._collect()
+        self.replay.extend(episodes)
+        steps = episodes.numel()
+        self.agent_steps += steps
+        self.env_steps += steps * c.action_repeat
+        self.last_train_return = float(episodes.get(("next", "reward")).sum(-2).mean())
+        losses: list[dict[str, torch.Tensor]] = []
+        if self.agent_steps >= self._prefill_steps():
+            self.train_carry += c.train_ratio * steps / (c.batch_size * c.seq_len)
+            n = int(self.train_carry)
+            self.train_carry -= n
+            if not self.pretrained:
+                n += c.pretrain_updates
+                self.pretrained = True
+            for _ in range(n):
+                losses.append(self.update())
+            if n:
+                self._collector.update_policy_weights_()
+        self.iteration += 1
+        if losses:
+            self.last_losses = {k: float(torch.stack([d[k] for d in losses]).mean())
+                                for k in losses[0]}  # fmt: skip
+        self.wall_s += time.perf_counter() - t0
+        self._log({f"train/{k}": v for k, v in self.last_losses.items()} if losses else {})
+        self._log({"train/return": self.last_train_return, "train/updates": self.updates})
+        if self.env_steps >= self.next_eval or self.env_steps >= c.env_steps:
+            self.evaluate()
+        if c.checkpoint_every and self.env_steps >= self.next_checkpoint and self.out_dir:
+            self.save()
+            while self.next_checkpoint <= self.env_steps:
+                self.next_checkpoint += c.checkpoint_every
+
+    def evaluate(self, random: bool = False) -> EvalRecord | None:
+        """Run the evaluation episodes (rank 0); record, log and return the result."""
+        c = self.config
+        t0 = time.perf_counter()
+        if not random:
+            while self.next_eval <= self.env_steps:
+                self.next_eval += c.eval_every
+        if not self.dist.is_main:
+            return None
+        env = self.eval_env
+        env.set_seed(self._seed(len(self.records), salt=1))
+        policy = RandomPolicy(env.action_spec) if random else self.nets.policy
+        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+            episodes = env.rollout(self.episode_len, policy, break_when_any_done=False)
+        returns = episodes.get(("next", "reward")).sum(-2).flatten()  # [E]
+        ret = float(returns.mean())
+        record = EvalRecord(
+            env_steps=self.env_steps, updates=self.updates, iteration=self.iteration,
+            policy="random" if random else "agent", eval_return=ret,
+            eval_cost_per_step=-ret / (self.episode_len * c.action_repeat),
+            train_return=self.last_train_return, wall_s=self.wall_s,
+        )  # fmt: skip
+        if not random:
+            self.last_eval_episode = episodes[0].select(self.obs_key, "action").clone()
+        self.records.append(record)
+        name = "random" if random else "eval"
+        self._log({f"{name}/return": ret, f"{name}/cost_per_step": record.eval_cost_per_step,
+                   f"{name}/wall_s": self.wall_s})  # fmt: skip
+        self.wall_s += time.perf_counter() - t0
+        return record
+
+    def _log(self, scalars: dict[str, float]) -> None:
+        if self.logger is None:
+            return
+        for name, value in scalars.items():
+            if math.isfinite(value):
+                self.logger.log_scalar(name, float(value), step=self.env_steps)
+
+    def run(self) -> list[EvalRecord]:
+        """Run (or continue) until ``env_steps`` or ``max_wall_s``; returns the evaluations."""
+        c = self.config
+        if not self.records and self.dist.is_main:
+            self.evaluate(random=True)
+        bar = tqdm(total=c.env_steps, initial=self.env_steps, unit="step", desc="Dreamer",
+                   disable=not (c.progress and self.dist.is_main))  # fmt: skip
+        try:
+            while self.env_steps < c.env_steps:
+                if c.max_wall_s is not None and self.wall_s >= c.max_wall_s:
+                    break
+                before = self.env_steps
+                self.iterate()
+                bar.update(self.env_steps - before)
+                post = {"ret": f"{self.last_train_return:.1f}", "upd": self.updates}
+                if self.records:
+                    post["eval"] = f"{self.records[-1].eval_return:.1f}"
+                bar.set_postfix(post)
+                if self.records and self.records[-1].env_steps == self.env_steps:
+                    tqdm.write(self.describe(self.records[-1]), file=sys.stderr)
+        finally:
+            bar.close()
+            self.close()
+        if self.out_dir is not None:
+            self.save()
+        return self.records
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        counters = dict(iteration=self.iteration, agent_steps=self.agent_steps,
+                        env_steps=self.env_steps, updates=self.updates,
+                        train_carry=self.train_carry, wall_s=self.wall_s,
+                        next_eval=self.next_eval, next_checkpoint=self.next_checkpoint,
+                        pretrained=self.pretrained,
+                        last_train_return=self.last_train_return)  # fmt: skip
+        assert self.search.optimizer is not None
+        return {
+            "config": dataclasses.asdict(self.config),
+            "counters": counters,
+            "records": [dataclasses.asdict(r) for r in self.records],
+            "nets": self.nets.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizers": {
+                "model": self.model_opt.state_dict(),
+                "actor": self.search.optimizer.state_dict(),
+                "value": self.value_opt.state_dict(),
+            },
+            "rng": rng,
+        }
+
+    def save(self) -> Path:
+        """Write the replay copy, then the checkpoint naming it, then drop older copies."""
+        assert self.out_dir is not None
+        name = f"replay-{self.iteration:07d}"
+        if len(self.replay):
+            self.replay.save(self.run_dir / name)
+        state = self.state_dict()
+        state["replay"] = name if len(self.replay) else None
+        path = save_checkpoint(self.run_dir / "checkpoint.pt", state)
+        for old in self.run_dir.glob("replay-[0-9]*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+        return path
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state["counters"].items():
+            setattr(self, k, v)
+        self.records = [EvalRecord(**r) for r in state["records"]]
+        self.nets.load_state_dict(state["nets"])
+        self.objective.load_state_dict(state["objective"])
+        opts = state["optimizers"]
+        self.model_opt.load_state_dict(opts["model"])
+        assert self.search.optimizer is not None
+        self.search.optimizer.load_state_dict(opts["actor"])
+        self.value_opt.load_state_dict(opts["value"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if state.get("replay"):
+            self.replay.load(self.run_dir / state["replay"])
+
+    @classmethod
+    def resume(cls, out_dir: str | Path, logger: Any = None, **overrides: Any) -> Dreamer:
+        """Rebuild an agent from its checkpoint (config overrides allowed, e.g. a larger
+        ``env_steps``). Under ``torchrun`` every rank reads its own checkpoint."""
+        out_dir = Path(out_dir)
+        state = load_checkpoint(out_dir / "checkpoint.pt")
+        config = DreamerConfig(**{**state["config"], **overrides})
+        agent = cls(config, out_dir=out_dir, logger=logger)
+        if agent.run_dir != out_dir:
+            state = load_checkpoint(agent.run_dir / "checkpoint.pt")
+        agent.load_state_dict(state)
+        return agent
+
+    @staticmethod
+    def describe(r: EvalRecord) -> str:
+        """One console line per evaluation."""
+        return (
+            f"step {r.env_steps:7d} ({r.policy}): eval return {r.eval_return:7.2f}, cost/step "
+            f"{r.eval_cost_per_step:.3f}; train return {r.train_return:7.2f}; "
+            f"{r.updates} updates, {r.wall_s:7.1f} s"
+        )
+
+    def summary(self) -> str:
+        """``env steps: N, updates: U, eval return: R (random: R0), wall: W s``."""
+        agent = [r for r in self.records if r.policy == "agent"]
+        rand = [r for r in self.records if r.policy == "random"]
+        last = f"{agent[-1].eval_return:.2f}" if agent else "n/a"
+        base = f"{rand[0].eval_return:.2f}" if rand else "n/a"
+        return (
+            f"env steps: {self.env_steps}, updates: {self.updates}, eval return: {last} "
+            f"(random: {base}), wall: {self.wall_s:.1f} s"
+        )

@@ -1,0 +1,363 @@
+"""The Dreamer agent's networks, wired for pixels or vector observations and for v1 or v3.
+
+One builder, :func:`make_dreamer_nets`, covers the four combinations:
+
+==========  ==============================================  =====================================
+            Dreamer (``version=1``)                         DreamerV3 (``version=3``)
+==========  ==============================================  =====================================
+latent      diagonal Gaussian (:class:`RSSMPrior`)          ``C x K`` categoricals
+                                                            (:class:`RSSMPriorV3`)
+pixels      :class:`ObsEncoder` / :class:`ObsDecoder`       the same conv nets
+vectors     ELU MLPs (:class:`DenseHead`)                   normalised SiLU MLPs, symlog inputs
+                                                            (:class:`DreamerV3MLP`)
+reward      scalar head (``"reward"``)                      two-hot logits (``"reward_logits"``)
+critic      scalar head (``"state_value"``)                 two-hot logits, decoded to
+                                                            ``"state_value"``
+==========  ==============================================  =====================================
+
+(Hafner et al. 2019, "Dream to Control", App. A; Hafner et al. 2023, "Mastering Diverse Domains
+through World Models", Sec. 3 and App. B.) The keys are those of
+:func:`wmrl.rssm.assemble.make_dreamer`: sequences ``[B, T]`` hold ``"state"``, ``"belief"``,
+``"action"`` and ``("next", obs_key)``; the world model writes the prior/posterior parameters,
+``("next", "state" / "belief")``, ``("next", "reco_" + obs_key)`` and the reward prediction.
+
+:class:`RSSMPolicy` is the agent acting in the real environment: it filters the observation
+stream with the RSSM (prior step, then the posterior on the encoded observation) and acts with the
+actor on the filtered latent; its recurrent state travels in the environment's TensorDict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
+from torch import nn
+from torchrl.data import Unbounded
+from torchrl.envs import TensorDictPrimer, ToTensorImage
+
+from wmrl.envs.dreamer import DreamerEnv
+from wmrl.rssm import (
+    DenseHead,
+    DreamerActor,
+    DreamerV3MLP,
+    ObsDecoder,
+    ObsEncoder,
+    RSSMPosterior,
+    RSSMPosteriorV3,
+    RSSMPrior,
+    RSSMPriorV3,
+    RSSMRollout,
+    TanhNormalSample,
+    default_bins,
+    two_hot_decode,
+)
+
+__all__ = ["DreamerSizes", "DreamerNets", "TwoHotDecode", "RSSMPolicy", "make_dreamer_nets"]
+
+#: recurrent entries the real-world policy carries between steps (see :class:`RSSMPolicy`)
+POLICY_STATE_KEYS = ("state", "belief", "prev_action")
+
+
+@dataclass
+class DreamerSizes:
+    """Network sizes (defaults: Dreamer's, Hafner et al. 2019, App. A).
+
+    Attributes:
+        channels: conv depth of the pixel encoder and decoder.
+        state_dim: Gaussian stochastic state size (v1).
+        num_categoricals, num_classes: categorical latent ``C x K`` (v3).
+        rnn_hidden_dim: GRU belief size.
+        hidden_dim: width of the RSSM's dense layers.
+        mlp_cells, mlp_depth: width and depth of the reward head, the critic (one layer more in
+            v1, as the paper) and the vector encoder/decoder.
+        embed_dim: vector encoder output size.
+        actor_depth, actor_cells: actor MLP.
+        num_bins: two-hot bins of the v3 reward and critic heads.
+    """
+
+    channels: int = 32
+    state_dim: int = 30
+    num_categoricals: int = 32
+    num_classes: int = 32
+    rnn_hidden_dim: int = 200
+    hidden_dim: int = 200
+    mlp_cells: int = 400
+    mlp_depth: int = 2
+    embed_dim: int = 200
+    actor_depth: int = 4
+    actor_cells: int = 200
+    num_bins: int = 255
+
+
+class TwoHotDecode(nn.Module):
+    """Logits ``[*B, K]`` over DreamerV3's symexp bins to their expected value ``[*B, 1]``
+    (Hafner et al. 2023, Eq. 11).
+
+    >>> dec = TwoHotDecode(5)
+    >>> dec(torch.zeros(3, 5)).flatten().tolist()  # uniform probabilities decode to zero
+    [0.0, 0.0, 0.0]
+    """
+
+    def __init__(self, num_bins: int = 255, device: torch.device | str | None = None) -> None:
+        super().__init__()
+        self.register_buffer("bins", default_bins(num_bins, device=device))
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return two_hot_decode(logits.float(), self.bins).unsqueeze(-1)  # [*B, 1]
+
+
+@dataclass
+class DreamerNets:
+    """The wired networks of one Dreamer agent.
+
+    Attributes:
+        version: 1 (Dreamer) or 3 (DreamerV3).
+        obs_key: the observation entry the agent reads (``"pixels"`` or ``"observation"``).
+        world_model: sequences ``[B, T]`` to latents, reconstructions and reward predictions.
+        imagination_env: the :class:`~wmrl.envs.dreamer.DreamerEnv` the actor is trained in.
+        actor: ``("state", "belief") -> ("loc", "scale", "action")``.
+        value: ``("state", "belief") -> "state_value"`` (and ``"state_value_logits"`` in v3).
+        policy: the real-world :class:`RSSMPolicy`.
+        parts: every trained network by name (encoder, decoder, prior, posterior, reward, actor,
+            value); the world-model parts are the first five.
+    """
+
+    version: int
+    obs_key: str
+    world_model: TensorDictSequential
+    imagination_env: DreamerEnv
+    actor: TensorDictSequential
+    value: TensorDictModuleBase
+    policy: RSSMPolicy
+    parts: dict[str, nn.Module] = field(default_factory=dict)
+
+    WORLD_MODEL_PARTS = ("encoder", "decoder", "prior", "posterior", "reward")
+
+    def world_model_parameters(self) -> list[nn.Parameter]:
+        return [p for k in self.WORLD_MODEL_PARTS for p in self.parts[k].parameters()]
+
+    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {k: m.state_dict() for k, m in self.parts.items()}
+
+    def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        for k, m in self.parts.items():
+            m.load_state_dict(state[k])
+
+
+class RSSMPolicy(TensorDictModuleBase):
+    """Filter the real observation stream with the RSSM and act on the latent.
+
+    At step ``t`` with the previous latent ``(s_{t-1}, h_{t-1})`` and action ``a_{t-1}`` (entries
+    ``"state"``, ``"belief"``, ``"prev_action"``; zeros after a reset, see :meth:`primer`):
+    ``h_t = f(h_{t-1}, s_{t-1}, a_{t-1})``, ``s_t ~ q(s_t | h_t, e(o_t))`` and
+    ``a_t ~ pi(a_t | s_t, h_t)`` (Hafner et al. 2019, Sec. 3 and Alg. 1, "environment
+    interaction"). It writes ``"action"`` and the carried entries under ``"next"`` so TorchRL's
+    ``step_mdp`` hands them to the next step. The action is a sample under
+    ``ExplorationType.RANDOM`` and the mode under ``DETERMINISTIC`` (evaluation).
+
+    Args:
+        encoder, prior, posterior: the RSSM networks.
+        actor: the actor ``TensorDictSequential``.
+        obs_key: observation entry; ``uint8`` frames ``[*B, H, W, 3]`` are converted by TorchRL's
+            ``ToTensorImage`` first.
+        state_dim, belief_dim, action_dim: sizes of the carried entries.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        prior: nn.Module,
+        posterior: nn.Module,
+        actor: TensorDictSequential,
+        obs_key: str,
+        state_dim: int,
+        belief_dim: int,
+        action_dim: int,
+    ) -> None:
+        super().__init__()
+        self.encoder, self.prior, self.posterior, self.actor = encoder, prior, posterior, actor
+        self.obs_key = obs_key
+        self.state_dim, self.belief_dim, self.action_dim = state_dim, belief_dim, action_dim
+        self.to_image = ToTensorImage(in_keys=[obs_key]) if obs_key == "pixels" else None
+        self.in_keys = [obs_key, *POLICY_STATE_KEYS]
+        self.out_keys = ["action", "loc", "scale", *[("next", k) for k in POLICY_STATE_KEYS]]
+
+    def primer(self) -> TensorDictPrimer:
+        """The transform that puts zero recurrent entries in the environment's TensorDict at
+        every reset (and declares them in its specs)."""
+        return TensorDictPrimer(
+            state=Unbounded(self.state_dim),
+            belief=Unbounded(self.belief_dim),
+            prev_action=Unbounded(self.action_dim),
+            default_value=0.0,
+            expand_specs=True,
+        )
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        obs = tensordict.get(self.obs_key)
+        if self.to_image is not None and not obs.is_floating_point():
+            obs = self.to_image._apply_transform(obs)  # [*B, 3, H, W] in [0, 1]
+        param = next(self.encoder.parameters())
+        obs = obs.to(device=param.device, dtype=param.dtype)
+        state = tensordict.get("state").to(param.device)  # [*B, S]
+        belief = tensordict.get("belief").to(param.device)  # [*B, H]
+        prev_action = tensordict.get("prev_action").to(param.device)  # [*B, A]
+        belief = self.prior.update_belief(state, belief, prev_action)  # [*B, H]
+        state = self.posterior(belief, self.encoder(obs))[-1]  # [*B, S]
+        out = self.actor(TensorDict({"state": state, "belief": belief}, state.shape[:-1]))
+        action = out.get("action")  # [*B, A]
+        device = tensordict.device or obs.device
+        for key in ("action", "loc", "scale"):
+            tensordict.set(key, out.get(key).to(device))
+        for key, value in (("state", state), ("belief", belief), ("prev_action", action)):
+            tensordict.set(("next", key), value.to(device))
+        return tensordict
+
+
+def _conv_nets(sizes: DreamerSizes, latent: int, device: torch.device | str | None):
+    encoder = ObsEncoder(sizes.channels, device=device)
+    decoder = ObsDecoder(sizes.channels, latent_dim=latent, device=device)
+    return encoder, decoder, encoder.output_dim(64)
+
+
+def _mlp(version: int, in_f: int, out_f: int, sizes: DreamerSizes, device, **kw) -> nn.Module:
+    if version == 1:
+        return DenseHead(in_f, out_f, depth=sizes.mlp_depth, num_cells=sizes.mlp_cells,
+                         device=device)  # fmt: skip
+    return DreamerV3MLP(in_f, out_f, depth=sizes.mlp_depth, num_cells=sizes.mlp_cells,
+                        device=device, **kw)  # fmt: skip
+
+
+def make_dreamer_nets(
+    version: int,
+    action_dim: int,
+    obs_key: str = "pixels",
+    obs_dim: int | None = None,
+    sizes: DreamerSizes | None = None,
+    device: torch.device | str | None = None,
+) -> DreamerNets:
+    """Build and wire the Dreamer (``version=1``) or DreamerV3 (``version=3``) networks.
+
+    Args:
+        version: 1 or 3.
+        action_dim: action size (actions in ``[-1, 1]``).
+        obs_key: ``"pixels"`` (64x64 RGB, conv nets) or a vector entry such as
+            ``"observation"`` (MLP encoder/decoder).
+        obs_dim: vector observation size (vector observations only).
+        sizes: network sizes (default :class:`DreamerSizes`).
+        device: where the parameters live.
+
+    Example:
+        >>> nets = make_dreamer_nets(3, 1, "observation", obs_dim=3, sizes=DreamerSizes(
+        ...     num_categoricals=2, num_classes=3, rnn_hidden_dim=8, hidden_dim=8, mlp_cells=8,
+        ...     mlp_depth=1, embed_dim=8, actor_depth=1, actor_cells=8, num_bins=15))
+        >>> from tensordict import TensorDict
+        >>> td = TensorDict({"state": torch.zeros(2, 5, 6), "belief": torch.zeros(2, 5, 8),
+        ...                  "action": torch.zeros(2, 5, 1),
+        ...                  "next": {"observation": torch.randn(2, 5, 3)}}, [2, 5])
+        >>> out = nets.world_model(td)
+        >>> out["next", "reco_observation"].shape, out["next", "reward_logits"].shape
+        (torch.Size([2, 5, 3]), torch.Size([2, 5, 15]))
+    """
+    if version not in (1, 3):
+        raise ValueError(f"version must be 1 or 3, got {version}")
+    sizes = sizes or DreamerSizes()
+    pixels = obs_key == "pixels"
+    if not pixels and (obs_dim is None or obs_dim < 1):
+        raise ValueError("vector observations need obs_dim >= 1")
+    H = sizes.rnn_hidden_dim
+    S = sizes.state_dim if version == 1 else sizes.num_categoricals * sizes.num_classes
+    latent = S + H
+    if pixels:
+        encoder, decoder, embed = _conv_nets(sizes, latent, device)
+    else:
+        embed = sizes.embed_dim
+        encoder = _mlp(version, obs_dim, embed, sizes, device, symlog_inputs=True)
+        decoder = _mlp(version, latent, obs_dim, sizes, device)
+
+    nxt = ("next",)
+    if version == 1:
+        prior = RSSMPrior(None, sizes.hidden_dim, H, S, action_dim=action_dim, device=device)
+        posterior = RSSMPosterior(sizes.hidden_dim, S, rnn_hidden_dim=H, obs_embed_dim=embed,
+                                  device=device)  # fmt: skip
+        prior_out = [(*nxt, "prior_mean"), (*nxt, "prior_std"), "_", (*nxt, "belief")]
+        post_out = [(*nxt, "posterior_mean"), (*nxt, "posterior_std"), (*nxt, "state")]
+        step_out = ["_", "_", "state", "belief"]
+        reward = DenseHead(latent, 1, depth=sizes.mlp_depth, num_cells=sizes.mlp_cells,
+                           device=device)  # fmt: skip
+        reward_modules = [TensorDictModule(reward, ["state", "belief"], ["reward"])]
+        reward_seq = [TensorDictModule(reward, [(*nxt, "state"), (*nxt, "belief")],
+                                       [(*nxt, "reward")])]  # fmt: skip
+        value_head = DenseHead(latent, 1, depth=sizes.mlp_depth + 1, num_cells=sizes.mlp_cells,
+                               device=device)  # fmt: skip
+        value: TensorDictModuleBase = TensorDictModule(
+            value_head, ["state", "belief"], ["state_value"]
+        )
+        actor_std = {"std_bias": 5.0, "std_min_val": 1e-4}
+    else:
+        C, K = sizes.num_categoricals, sizes.num_classes
+        prior = RSSMPriorV3(None, sizes.hidden_dim, H, C, K, action_dim=action_dim, device=device)
+        posterior = RSSMPosteriorV3(sizes.hidden_dim, C, K, rnn_hidden_dim=H, obs_embed_dim=embed,
+                                    device=device)  # fmt: skip
+        prior_out = [(*nxt, "prior_logits"), "_", (*nxt, "belief")]
+        post_out = [(*nxt, "posterior_logits"), (*nxt, "state")]
+        step_out = ["_", "state", "belief"]
+        reward = _mlp(3, latent, sizes.num_bins, sizes, device, zero_init_output=True)
+        decode = TwoHotDecode(sizes.num_bins, device=device)
+        reward_modules = [
+            TensorDictModule(reward, ["state", "belief"], ["reward_logits"]),
+            TensorDictModule(decode, ["reward_logits"], ["reward"]),
+        ]
+        reward_seq = [TensorDictModule(reward, [(*nxt, "state"), (*nxt, "belief")],
+                                       [(*nxt, "reward_logits")])]  # fmt: skip
+        value_head = _mlp(3, latent, sizes.num_bins, sizes, device, zero_init_output=True)
+        value = TensorDictSequential(
+            TensorDictModule(value_head, ["state", "belief"], ["state_value_logits"]),
+            TensorDictModule(TwoHotDecode(sizes.num_bins, device=device),
+                             ["state_value_logits"], ["state_value"]),
+        )  # fmt: skip
+        actor_std = {"std_bias": 1.0, "std_min_val": 0.1}
+
+    rollout = RSSMRollout(
+        TensorDictModule(prior, ["state", "belief", "action"], prior_out),
+        TensorDictModule(posterior, [(*nxt, "belief"), (*nxt, "encoded_latents")], post_out),
+    )
+    next_latent = [(*nxt, "state"), (*nxt, "belief")]
+    world_model = TensorDictSequential(
+        TensorDictModule(encoder, [(*nxt, obs_key)], [(*nxt, "encoded_latents")]),
+        rollout,
+        TensorDictModule(decoder, next_latent, [(*nxt, f"reco_{obs_key}")]),
+        *reward_seq,
+    )
+    imagination = TensorDictSequential(
+        TensorDictModule(prior, ["state", "belief", "action"], step_out), *reward_modules
+    )
+    env = DreamerEnv(
+        imagination,
+        prior_shape=(S,),
+        belief_shape=(H,),
+        obs_decoder=TensorDictModule(decoder, ["state", "belief"], [f"reco_{obs_key}"]),
+        device=device if device is not None else "cpu",
+        obs_encoder=encoder,
+        rssm_posterior=posterior,
+        observation_key=obs_key,
+    )
+    actor_net = DreamerActor(action_dim, depth=sizes.actor_depth, num_cells=sizes.actor_cells,
+                             in_features=latent, device=device, **actor_std)  # fmt: skip
+    actor = TensorDictSequential(
+        TensorDictModule(actor_net, ["state", "belief"], ["loc", "scale"]),
+        TensorDictModule(TanhNormalSample(), ["loc", "scale"], ["action"]),
+    )
+    policy = RSSMPolicy(encoder, prior, posterior, actor, obs_key, S, H, action_dim)
+    parts: dict[str, nn.Module] = {
+        "encoder": encoder,
+        "decoder": decoder,
+        "prior": prior,
+        "posterior": posterior,
+        "reward": reward,
+        "actor": actor_net,
+        "value": value_head,
+    }
+    return DreamerNets(version, obs_key, world_model, env, actor, value, policy, parts)

@@ -1,0 +1,151 @@
+"""Dreamer's actor objective on imagined trajectories, minimised by :class:`PolicySearch`.
+
+The trajectory comes from :func:`wmrl.search.imagine` in the learned model; the objective is the
+lambda-return objective of :func:`wmrl.search.lambda_return_objective` (Hafner et al. 2019,
+"Dream to Control", Eq. 6-7) with the two DreamerV3 additions (Hafner et al. 2023, Sec. 3,
+"Actor learning", Eq. 11-12):
+
+``J = -mean_{b,t} w_t G^λ_t / S - η mean_{b,t} w_t H[π(·|s_t)]``
+
+* ``G^λ_t`` from :func:`wmrl.search.lambda_returns` with the frozen critic on the imagined next
+  states; ``w_t = γ^t`` (``discount_weights``) or 1;
+* ``S = max(min_scale, EMA(P95) - EMA(P5))`` of the returns (``return_normalization``), else 1;
+* ``η`` the entropy bonus, ``H`` estimated per step by :func:`tanh_normal_entropy`.
+
+With ``discount_weights=False``, no normalisation and ``η = 0`` it is exactly
+:func:`~wmrl.search.lambda_return_objective` (Dreamer). It writes ``"lambda_target"`` and
+``"discount_weight"`` into the trajectory, which the critic losses read.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch import nn
+
+from wmrl.agents.distributed import all_reduce_mean
+from wmrl.rssm.functional import cumulative_discount
+from wmrl.rssm.imagination import evaluate_values
+from wmrl.search import lambda_returns
+
+__all__ = ["DreamerObjective", "tanh_normal_entropy"]
+
+
+def tanh_normal_entropy(
+    scale: torch.Tensor, action: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """One-sample estimate of the entropy of ``a = tanh(u)``, ``u ~ N(m, diag(σ²))``.
+
+    ``H[a] = H[u] + E[log(1 - a²)]`` (change of variables), with ``H[u] = Σ_i log σ_i +
+    ½ log(2πe)`` per dimension and ``log(1 - a²)`` of the sampled action (clamped at ``eps``);
+    its expectation over samples is the exact entropy.
+
+    Args:
+        scale: ``[*B, A]`` standard deviations ``σ`` of ``u``.
+        action: ``[*B, A]`` the sample ``a``.
+
+    Returns:
+        ``[*B, 1]``.
+
+    >>> tanh_normal_entropy(torch.ones(1, 1), torch.zeros(1, 1))  # ½ log(2πe) at a = 0
+    tensor([[1.4189]])
+    """
+    gauss = torch.log(scale) + 0.5 * math.log(2 * math.pi * math.e)  # [*B, A]
+    jac = torch.log((1 - action.square()).clamp_min(eps))  # [*B, A]
+    return (gauss + jac).sum(-1, keepdim=True)  # [*B, 1]
+
+
+class DreamerObjective(nn.Module):
+    """``trajectory -> J`` (to minimise) for :class:`~wmrl.search.PolicySearch` (see module doc).
+
+    Args:
+        value: the critic (reads ``"state"``/``"belief"``, writes ``value_key``); its parameters
+            are frozen while the objective runs.
+        gamma, lmbda: discount and lambda of the returns (0.99, 0.95).
+        discount_weights: weight step ``t`` by ``γ^t``.
+        return_normalization: divide by the EMA percentile range ``S`` (DreamerV3).
+        rate: EMA rate of the percentiles (0.01).
+        quantiles: the percentiles (0.05, 0.95).
+        min_scale: lower bound of ``S`` (1).
+        entropy_bonus: ``η`` (0; DreamerV3 uses 3e-4).
+        value_key: the critic's output entry.
+
+    The percentile EMAs are buffers (checkpointed with the state dict), updated in training mode
+    from the returns of all data-parallel processes (averaged), so every process uses the same
+    ``S``.
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> from tensordict.nn import TensorDictModule
+        >>> critic = TensorDictModule(lambda s: s.sum(-1, keepdim=True) * 0, ["state"],
+        ...                           ["state_value"])
+        >>> traj = TensorDict({"next": {"state": torch.zeros(2, 3, 1),
+        ...                             "reward": torch.ones(2, 3, 1)}}, [2, 3])
+        >>> DreamerObjective(critic, gamma=1.0, lmbda=1.0)(traj)  # -mean of [3, 2, 1]
+        tensor(-2.)
+    """
+
+    def __init__(
+        self,
+        value: TensorDictModuleBase,
+        *,
+        gamma: float = 0.99,
+        lmbda: float = 0.95,
+        discount_weights: bool = False,
+        return_normalization: bool = False,
+        rate: float = 0.01,
+        quantiles: tuple[float, float] = (0.05, 0.95),
+        min_scale: float = 1.0,
+        entropy_bonus: float = 0.0,
+        value_key: str = "state_value",
+    ) -> None:
+        super().__init__()
+        if not (0 < gamma <= 1 and 0 <= lmbda <= 1):
+            raise ValueError(f"need 0 < gamma <= 1 and 0 <= lmbda <= 1, got {gamma}, {lmbda}")
+        low, high = quantiles
+        if not 0.0 <= low < high <= 1.0:
+            raise ValueError(f"quantiles must satisfy 0 <= low < high <= 1, got {quantiles}")
+        if not 0.0 <= rate <= 1.0 or min_scale <= 0 or entropy_bonus < 0:
+            raise ValueError("need 0 <= rate <= 1, min_scale > 0 and entropy_bonus >= 0")
+        self.__dict__["value"] = value  # trained by its own loss: not a submodule
+        self.gamma, self.lmbda, self.discount_weights = gamma, lmbda, discount_weights
+        self.return_normalization, self.rate = return_normalization, rate
+        self.quantiles, self.min_scale = (float(low), float(high)), min_scale
+        self.entropy_bonus, self.value_key = entropy_bonus, value_key
+        self.register_buffer("return_low", torch.zeros(()))
+        self.register_buffer("return_high", torch.zeros(()))
+
+    def return_scale(self, returns: torch.Tensor) -> torch.Tensor:
+        """``S`` (Eq. 12); the percentile EMAs are updated first in training mode."""
+        if not self.return_normalization:
+            return returns.new_ones(())
+        if self.training:
+            with torch.no_grad():
+                q = torch.tensor(self.quantiles, dtype=returns.dtype, device=returns.device)
+                lohi = all_reduce_mean(torch.quantile(returns.detach().flatten(), q))  # [2]
+                self.return_low.lerp_(lohi[0].to(self.return_low), self.rate)
+                self.return_high.lerp_(lohi[1].to(self.return_high), self.rate)
+        scale = (self.return_high - self.return_low).clamp_min(self.min_scale)
+        return scale.to(returns.dtype)
+
+    def forward(self, trajectory: TensorDictBase) -> torch.Tensor:
+        nxt = trajectory.get("next")
+        value = evaluate_values(self.value, nxt, self.value_key, frozen_params=True)  # [*B, H, 1]
+        reward = nxt.get("reward").float()  # [*B, H, 1]
+        target = lambda_returns(reward, value.float(), self.gamma, self.lmbda)  # [*B, H, 1]
+        if self.discount_weights:
+            weight = cumulative_discount(target, self.gamma)  # [*B, H, 1]
+        else:
+            weight = torch.ones_like(target)  # [*B, H, 1]
+        trajectory.set("lambda_target", target)
+        trajectory.set("discount_weight", weight)
+        loss = -(weight * target / self.return_scale(target)).mean()
+        if self.entropy_bonus > 0:
+            entropy = tanh_normal_entropy(
+                trajectory.get("scale").float(), trajectory.get("action").float()
+            )  # [*B, H, 1]
+            loss = loss - self.entropy_bonus * (weight * entropy).mean()
+        return loss

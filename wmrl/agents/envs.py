@@ -1,0 +1,157 @@
+"""Real environments for the Dreamer agent: built-in tasks or dm_control, as TorchRL envs.
+
+:func:`make_env` returns a ``TransformedEnv`` whose action space is ``[-1, 1]`` (TorchRL's
+``ActionScaling``; the actor's tanh range), with an optional action repeat (``FrameSkipTransform``,
+rewards summed), and, for vector observations of tasks with angles, the angles replaced by their
+sines and cosines (:class:`AngleFeatures`, as PILCO's policies see them). Pixel tasks emit
+``"pixels"`` ``uint8 [*B, 64, 64, 3]``, rendered at that size (no resizing).
+
+The built-in tasks keep their noise-free state (``"true_state"``) in the TensorDict because they
+are stateless TorchRL environments; the agent never reads it (its policy reads the observation,
+its replay stores only the observation, action, reward and done flags).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torchrl.data import Unbounded
+from torchrl.envs import (
+    ActionScaling,
+    CatTensors,
+    DoubleToFloat,
+    EnvBase,
+    FrameSkipTransform,
+    ObservationTransform,
+    TransformedEnv,
+)
+
+__all__ = ["AngleFeatures", "make_env", "episode_length", "BUILTIN_TASKS"]
+
+#: built-in task names (``"dmc:<domain>-<task>"`` selects a dm_control task)
+BUILTIN_TASKS = ("cartpole-swingup", "pendulum-swingup")
+
+
+class AngleFeatures(ObservationTransform):
+    """Replace angle entries of a vector observation by their sine and cosine.
+
+    ``[*B, D] -> [*B, D + k]``: the non-angle dimensions in order, then ``(sin θ_i, cos θ_i)``
+    for each angle dimension (the layout of :func:`wmrl.control.angle.angle_feature_indices`).
+
+    Args:
+        angle_dims: indices of the angles in the observation.
+        in_keys: observation entries (default ``["observation"]``).
+
+    >>> t = AngleFeatures([1])
+    >>> t._apply_transform(torch.tensor([[2.0, 0.0]]))
+    tensor([[2., 0., 1.]])
+    """
+
+    def __init__(self, angle_dims: Sequence[int], in_keys: Sequence[str] = ("observation",)):
+        super().__init__(in_keys=list(in_keys), out_keys=list(in_keys))
+        self.angle_dims = tuple(int(a) for a in angle_dims)
+
+    def _split(self, D: int) -> tuple[list[int], list[int]]:
+        angles = sorted({a % D for a in self.angle_dims})
+        return [i for i in range(D) if i not in angles], angles
+
+    def _apply_transform(self, obs: torch.Tensor) -> torch.Tensor:
+        keep, angles = self._split(obs.shape[-1])
+        theta = obs[..., angles]  # [*B, k]
+        trig = torch.stack([theta.sin(), theta.cos()], dim=-1).flatten(-2)  # [*B, 2k]
+        return torch.cat([obs[..., keep], trig], dim=-1)  # [*B, D + k]
+
+    def _reset(self, tensordict: Any, tensordict_reset: Any) -> Any:
+        return self._call(tensordict_reset)
+
+    def transform_observation_spec(self, observation_spec: Any) -> Any:
+        for key in self.in_keys:
+            spec = observation_spec[key]
+            D = spec.shape[-1]
+            n = D + len(self._split(D)[1])
+            observation_spec[key] = Unbounded(
+                (*spec.shape[:-1], n), dtype=spec.dtype, device=spec.device
+            )
+        return observation_spec
+
+
+def _dm_control(task: str, pixels: bool, seed: int, device: Any) -> EnvBase:
+    try:
+        from dm_control import suite
+    except ImportError as e:  # pragma: no cover - optional dependency
+        raise ValueError(
+            f"task {task!r} needs dm_control (pip install dm_control 'mujoco<4'; "
+            "MUJOCO_GL=egl for headless rendering)"
+        ) from e
+    from torchrl.envs import DMControlWrapper
+
+    domain, _, name = task.removeprefix("dmc:").partition("-")
+    if not name:
+        raise ValueError(f"dm_control tasks are named 'dmc:<domain>-<task>', got {task!r}")
+    base = DMControlWrapper(
+        suite.load(domain, name.replace("-", "_"), task_kwargs={"random": seed}),
+        from_pixels=pixels,
+        pixels_only=pixels,
+        render_kwargs={"height": 64, "width": 64, "camera_id": 0},
+        device=device,
+    )
+    env = TransformedEnv(base, DoubleToFloat())
+    if not pixels:
+        keys = [k for k in base.observation_spec.keys() if k != "pixels"]
+        env.append_transform(CatTensors(in_keys=keys, out_key="observation"))
+    return env
+
+
+def make_env(
+    task: str,
+    *,
+    pixels: bool,
+    batch_size: Sequence[int] = (),
+    max_steps: int = 100,
+    action_repeat: int = 1,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> TransformedEnv:
+    """The agent's view of a task (see the module docstring).
+
+    Args:
+        task: ``"cartpole-swingup"``, ``"pendulum-swingup"`` or ``"dmc:<domain>-<task>"``.
+        pixels: observe 64x64 frames (``"pixels"``) instead of the state (``"observation"``).
+        batch_size: environments stepped together (built-in tasks; dm_control runs one).
+        max_steps: episode length in environment steps (built-in tasks; dm_control episodes
+            last 1000 steps).
+        action_repeat: environment steps per agent action.
+        seed: seeds the environment.
+        device: where the environment's tensors live.
+    """
+    if action_repeat < 1 or max_steps % action_repeat:
+        raise ValueError(
+            f"action_repeat must be >= 1 and divide max_steps, got {action_repeat}, {max_steps}"
+        )
+    if task.startswith("dmc:"):
+        if tuple(batch_size):
+            raise ValueError("dm_control environments are not batched: use collector workers")
+        env = _dm_control(task, pixels, seed, device)
+    elif task in BUILTIN_TASKS:
+        from wmrl.agents.pilco import make_task
+
+        base = make_task(task, batch_size=list(batch_size), from_pixels=pixels,
+                         pixels_only=pixels, max_steps=max_steps, seed=seed,
+                         device=device)  # fmt: skip
+        env = TransformedEnv(base)
+        if not pixels and base.angle_dims:
+            env.append_transform(AngleFeatures(base.angle_dims))
+    else:
+        raise ValueError(f"unknown task {task!r}; choose from {BUILTIN_TASKS} or 'dmc:<d>-<t>'")
+    env.append_transform(ActionScaling())
+    if action_repeat > 1:
+        env.append_transform(FrameSkipTransform(action_repeat))
+    return env
+
+
+def episode_length(task: str, max_steps: int, action_repeat: int) -> int:
+    """Agent steps per episode."""
+    steps = 1000 if task.startswith("dmc:") else max_steps
+    return steps // action_repeat

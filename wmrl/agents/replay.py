@@ -1,0 +1,126 @@
+"""Sequence replay for the Dreamer agent on TorchRL's replay buffers, stored on disk.
+
+Whole episodes are appended to a ``LazyMemmapStorage`` (memory-mapped files in a scratch
+directory, a ring buffer of ``capacity`` steps) and training sequences are drawn with TorchRL's
+``SliceSampler``, which never crosses an episode end (``("next", "done")``). Each step is stored
+once: its observation ``o_t``, action ``a_t``, reward ``r_{t+1}`` and done flag; a slice of
+``T + 1`` steps gives the ``T`` transitions ``(a_t, r_{t+1}, o_{t+1})`` of a training sequence
+(the next observation is the following step's), so frames are not stored twice. ``uint8`` frames
+stay ``uint8`` on disk and become ``float [3, 64, 64]`` in ``[0, 1]`` at sampling (TorchRL's
+``ToTensorImage`` as the buffer's transform).
+
+:meth:`SequenceReplay.save` / :meth:`load` copy the buffer (storage, writer cursor) to and from a
+directory with the buffer's own ``dumps`` / ``loads``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import LazyMemmapStorage, SliceSampler, TensorDictReplayBuffer
+from torchrl.envs import ToTensorImage
+
+__all__ = ["SequenceReplay"]
+
+
+class SequenceReplay:
+    """Episodes on disk, sampled as ``[B, T]`` training sequences.
+
+    Args:
+        capacity: steps kept (oldest overwritten first); rounded down to whole episodes when
+            ``episode_length`` is given.
+        seq_len: ``T``, transitions per training sequence.
+        batch_size: ``B``, sequences per batch.
+        obs_key: the observation entry (``"pixels"`` frames are converted at sampling).
+        scratch_dir: directory of the memory-mapped storage (emptied first: it is scratch space;
+            checkpoints hold copies, see :meth:`save`).
+        episode_length: steps per episode, if fixed.
+        device: where sampled batches go.
+
+    Sampled batches hold ``"action"`` ``[B, T, A]``, ``("next", obs_key)`` ``[B, T, ...]``,
+    ``("next", "reward")`` ``[B, T, 1]`` and zero ``"state"`` / ``"belief"`` start entries are
+    added by the agent (the RSSM filters each sequence from a zero latent).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        seq_len: int,
+        batch_size: int,
+        obs_key: str,
+        scratch_dir: str | Path,
+        episode_length: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if seq_len < 1 or batch_size < 1:
+            raise ValueError(f"seq_len and batch_size must be >= 1, got {seq_len}, {batch_size}")
+        if episode_length is not None:
+            if episode_length < seq_len + 1:
+                raise ValueError(
+                    f"episodes of {episode_length} steps are too short for sequences of "
+                    f"{seq_len} transitions (need at least seq_len + 1 steps)"
+                )
+            capacity = capacity // episode_length * episode_length
+        if capacity < seq_len + 1:
+            raise ValueError(f"capacity {capacity} is below one sequence ({seq_len + 1} steps)")
+        self.capacity, self.seq_len, self.batch_size = capacity, seq_len, batch_size
+        self.obs_key, self.device = obs_key, torch.device(device)
+        self.keys = [obs_key, "action", ("next", "reward"), ("next", "done")]
+        self.scratch_dir = Path(scratch_dir)
+        shutil.rmtree(self.scratch_dir, ignore_errors=True)
+        transform = ToTensorImage(in_keys=[obs_key]) if obs_key == "pixels" else None
+        self.buffer = TensorDictReplayBuffer(
+            storage=LazyMemmapStorage(capacity, scratch_dir=self.scratch_dir),
+            sampler=SliceSampler(
+                slice_len=seq_len + 1,
+                end_key=("next", "done"),
+                strict_length=True,
+                truncated_key=None,
+                init_key=None,
+            ),
+            batch_size=batch_size * (seq_len + 1),
+            transform=transform,
+        )
+
+    def __len__(self) -> int:
+        return len(self.buffer)
+
+    def extend(self, episodes: TensorDictBase) -> None:
+        """Append whole episodes ``[N, L]`` (each row one episode ending with ``done``)."""
+        if episodes.batch_dims != 2:
+            raise ValueError(f"expected episodes [N, L], got batch size {episodes.batch_size}")
+        done = episodes.get(("next", "done"))
+        if not bool(done[:, -1].all()):
+            raise ValueError("every row must be a whole episode ending with ('next', 'done')")
+        data = episodes.select(*self.keys).to("cpu")
+        data.set(("next", "reward"), data.get(("next", "reward")).float())
+        self.buffer.extend(data.reshape(-1))
+
+    def sample(self) -> TensorDict:
+        """``B`` sequences of ``T`` transitions, on ``device`` (see the class docstring)."""
+        B, T = self.batch_size, self.seq_len
+        flat = self.buffer.sample()  # [B * (T + 1)]
+        seq = flat.reshape(B, T + 1)
+        obs = seq.get(self.obs_key)  # [B, T + 1, ...]
+        out = TensorDict(
+            {
+                "action": seq.get("action")[:, :T],  # [B, T, A]
+                "next": {
+                    self.obs_key: obs[:, 1:],  # [B, T, ...]
+                    "reward": seq.get(("next", "reward"))[:, :T],  # [B, T, 1]
+                },
+            },
+            batch_size=[B, T],
+        )
+        return out.to(self.device)
+
+    def save(self, path: str | Path) -> None:
+        """Copy the buffer (data, writer state) to ``path``."""
+        self.buffer.dumps(str(path))
+
+    def load(self, path: str | Path) -> None:
+        """Fill this (empty) buffer from a :meth:`save` directory."""
+        self.buffer.loads(str(path))
