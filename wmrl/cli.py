@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-basis", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-plots", action="store_true")
+    _add_dreamer_parser(sub)
     return parser
 
 
@@ -133,10 +135,123 @@ def write_pilco_figures(agent, out: Path) -> list[Path]:
     return paths
 
 
+def _add_dreamer_parser(sub) -> None:
+    """``wmrl dreamer ...``: the Dreamer agent (:mod:`wmrl.agents.dreamer`)."""
+    p = sub.add_parser(
+        "dreamer", help="Dreamer (v1 or v3) with an RSSM world model, from pixels or states"
+    )
+    p.add_argument("--task", default="cartpole-swingup",
+                   help="cartpole-swingup, pendulum-swingup or dmc:<domain>-<task>")  # fmt: skip
+    p.add_argument("--pixels", action="store_true", help="observe 64x64 frames")
+    p.add_argument("--version", type=int, default=1, choices=[1, 3], help="Dreamer v1 or v3")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None,
+                   help="run directory (default runs/dreamer-<task>-seed<seed>)")  # fmt: skip
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--preset", default="default", choices=["default", "small", "debug"])
+    p.add_argument("--env-steps", type=int, default=None, help="budget in environment steps")
+    p.add_argument("--max-wall-s", type=float, default=None, help="budget in wall seconds")
+    p.add_argument("--train-ratio", type=float, default=None,
+                   help="replayed steps per collected step")  # fmt: skip
+    p.add_argument("--max-steps", type=int, default=None, help="episode length (env steps)")
+    p.add_argument("--action-repeat", type=int, default=None)
+    p.add_argument("--num-envs", type=int, default=None, help="environments per collector")
+    p.add_argument("--collector-workers", type=int, default=None,
+                   help="collector processes (TorchRL MultiSyncCollector)")  # fmt: skip
+    p.add_argument("--eval-every", type=int, default=None, help="env steps between evaluations")
+    p.add_argument("--eval-episodes", type=int, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=None)
+    p.add_argument("--precision", default=None, choices=["auto", "bf16", "fp32"])
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training (launch with torchrun)")  # fmt: skip
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--logger", default="csv", choices=["csv", "tensorboard", "wandb", "none"])
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-plots", action="store_true")
+
+
+def _dreamer(args: argparse.Namespace) -> int:
+    import torch
+
+    from wmrl.agents.dreamer import Dreamer, DreamerConfig
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    out = args.out or Path("runs") / f"dreamer-{args.task.replace(':', '-')}-seed{args.seed}"
+    names = ("env_steps", "max_wall_s", "train_ratio", "max_steps", "action_repeat", "num_envs",
+             "collector_workers", "eval_every", "eval_episodes", "checkpoint_every",
+             "precision", "device")  # fmt: skip
+    overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if args.no_progress:
+        overrides["progress"] = False
+    if args.distributed:
+        overrides["distributed"] = True
+    logger = None
+    if args.logger != "none" and os.environ.get("RANK", "0") == "0":
+        from torchrl.record.loggers import get_logger
+
+        logger = get_logger(args.logger, logger_name=str(out), experiment_name="log")
+    start = time.perf_counter()
+    if args.resume:
+        agent = Dreamer.resume(out, logger=logger, **overrides)
+        print(f"resuming {out} at {agent.env_steps} env steps", file=sys.stderr)
+    else:
+        if (out / "checkpoint.pt").exists():
+            print(f"{out / 'checkpoint.pt'} exists: use --resume to continue it, or choose "
+                  "another --out", file=sys.stderr)  # fmt: skip
+            return 2
+        config = DreamerConfig.preset(args.preset, task=args.task, pixels=args.pixels,
+                                      version=args.version, seed=args.seed, **overrides)
+        agent = Dreamer(config, out_dir=out, logger=logger)
+    if agent.dist.is_main:
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(agent.config), indent=2))
+    agent.run()
+    if agent.dist.is_main:
+        if not args.no_plots:
+            write_dreamer_figures(agent, out)
+        with open(out / "records.json", "w") as f:
+            json.dump([dataclasses.asdict(r) for r in agent.records], f, indent=1)
+        print(agent.summary())
+        print(f"(this invocation: {time.perf_counter() - start:.1f} s; outputs in {out})",
+              file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def write_dreamer_figures(agent, out: Path) -> list[Path]:
+    """Learning curve (return and cost per step) and an open-loop prediction of the last
+    evaluation episode against its real frames (or states)."""
+    from wmrl.agents.dreamer_figures import (
+        open_loop_prediction,
+        plot_learning_curve,
+        plot_state_prediction,
+        plot_video_prediction,
+    )
+
+    c = agent.config
+    what = f"Dreamer v{c.version} on {c.task} ({'pixels' if c.pixels else 'states'})"
+    paths = [
+        plot_learning_curve(agent.records, out / "learning_curve.png", title=what),
+        plot_learning_curve(agent.records, out / "cost_per_step.png", title=what, cost=True),
+    ]
+    episode = agent.last_eval_episode
+    if episode is not None:
+        context = min(5, episode.shape[0] // 3)
+        horizon = min(15, episode.shape[0] - context - 1)
+        real, pred = open_loop_prediction(agent.nets, episode, context, horizon)
+        if c.pixels:
+            paths.append(plot_video_prediction(real, pred, out / "open_loop.png", context))
+        else:
+            paths.append(plot_state_prediction(real, pred, out / "open_loop.png", context))
+    return paths
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "pilco":
         return _pilco(args)
+    if args.command == "dreamer":
+        return _dreamer(args)
     raise AssertionError(args.command)  # pragma: no cover
 
 
