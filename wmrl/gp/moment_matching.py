@@ -415,13 +415,15 @@ def gp_moment_match(
     Lab = _cholesky(Tab + eye, "R_ab")  # [N, P, Din, Din]
     A = symmetrize(torch.cholesky_solve(Tab, Lab) / spp)  # A_ab = R_ab^{-1} Σ  [N, P, Din, Din]
     c = hld_a[:, ia] + hld_a[:, ib] - _half_logdet1p(Tab)  # c_ab  [N, P]
-    za, zb = z[:, ia], z[:, ib]  # [N, P, n, Din]
-    ga = 0.5 * ((za @ (A - Ba[:, ia])) * za).sum(-1)  # ½ z_aᵀ(A - B_a)z_a  [N, P, n]
-    zbA = zb @ A  # [N, P, n, Din]
-    hb = 0.5 * ((zbA - zb @ Ba[:, ib]) * zb).sum(-1)  # ½ z_bᵀ(A - B_b)z_b  [N, P, n]
-    ones = torch.ones_like(ga).unsqueeze(-1)  # [N, P, n, 1]
-    U = torch.cat([za, (ga + c[..., None]).unsqueeze(-1), ones], -1)  # [N, P, n, Din+2]
-    W = torch.cat([zbA, ones, hb.unsqueeze(-1)], -1)  # L_ab = U Wᵀ  [N, P, n, Din+2]
+    zT = z.transpose(-1, -2)  # [N, E, Din, n]  (Din x n products are wide GEMMs)
+    zaT, zbT = zT[:, ia], zT[:, ib]  # [N, P, Din, n]
+    ga = 0.5 * (((A - Ba[:, ia]) @ zaT) * zaT).sum(-2)  # ½ z_aᵀ(A - B_a)z_a  [N, P, n]
+    AzbT = A @ zbT  # [N, P, Din, n]
+    hb = 0.5 * ((AzbT - Ba[:, ib] @ zbT) * zbT).sum(-2)  # ½ z_bᵀ(A - B_b)z_b  [N, P, n]
+    ones = torch.ones_like(ga).unsqueeze(-2)  # [N, P, 1, n]
+    UT = torch.cat([zaT, (ga + c[..., None]).unsqueeze(-2), ones], -2)  # [N, P, Din+2, n]
+    WT = torch.cat([AzbT, ones, hb.unsqueeze(-2)], -2)  # L_ab = U Wᵀ  [N, P, Din+2, n]
+    U, W = UT.transpose(-1, -2), WT.transpose(-1, -2)  # [N, P, n, Din+2]
     blocks = _BlockReduce.apply(
         U, W, bq[:, ia], bq[:, ib], q, inv_gram, _exp_clamp(dtype), block_elements
     )  # S_ab (diagonal: minus q_aᵀ(iK_a ∘ expm1 L_aa)q_a)  [N, P]
