@@ -79,6 +79,18 @@ def test_model_loss_options_change_the_result_as_documented():
     assert (kl, reco, reward) == pytest.approx((7.0, 2.625 / 2, 0.5))
     with pytest.raises(ValueError, match="reco_loss"):
         DreamerModelLoss(wm, reco_loss="l3")
+    wm.reco = wm.reco[..., :1]
+    with pytest.raises(ValueError, match="shapes differ"):
+        DreamerModelLoss(wm)(td)
+    wm, td = fixed_case()
+
+    def bad_prior(td):
+        td = wm(td)
+        td["next", "prior_std"] = td["next", "prior_std"][..., :1]  # would broadcast
+        return td
+
+    with pytest.raises(ValueError, match="one shape"):
+        DreamerModelLoss(bad_prior)(td)
 
 
 # ---------------------------------------------------------------- world-model loss vs TorchRL

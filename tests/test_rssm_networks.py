@@ -93,12 +93,22 @@ def test_prior_posterior_match_torchrl_with_shared_weights_and_noise():
     assert prior.sample_noise((3, 6), s).shape == (3, 6, 4)
 
 
-def test_prior_allows_belief_and_hidden_sizes_to_differ():
+def test_prior_allows_belief_and_hidden_sizes_to_differ_and_checks_inputs():
     prior = RSSMPrior(None, hidden_dim=8, rnn_hidden_dim=5, state_dim=3, action_dim=1)
     mean, std, s, h = prior(torch.zeros(2, 3), torch.zeros(2, 5), torch.zeros(2, 1))
     assert h.shape == (2, 5) and mean.shape == (2, 3)
     with pytest.raises(ValueError, match="action_dim"):
         RSSMPrior(None)
+    with pytest.raises(ValueError, match=r"state must be \[\*B, 3\]"):
+        prior(torch.zeros(2, 4), torch.zeros(2, 5), torch.zeros(2, 1))
+    with pytest.raises(ValueError, match="batch dimensions"):
+        prior(torch.zeros(2, 3), torch.zeros(3, 5), torch.zeros(2, 1))
+    post = RSSMPosterior(8, 3, rnn_hidden_dim=5, obs_embed_dim=4)
+    with pytest.raises(ValueError, match="obs_embedding"):
+        post(torch.zeros(2, 5), torch.zeros(2, 6))
+    post_v3 = RSSMPosteriorV3(8, 2, 3, rnn_hidden_dim=5, obs_embed_dim=4)
+    with pytest.raises(ValueError, match="belief"):
+        post_v3(torch.zeros(2, 6), torch.zeros(2, 4))
 
 
 def test_prior_runs_gru_in_float32_under_bf16_autocast():

@@ -16,7 +16,7 @@ from torch import nn
 
 from wmrl.rssm.functional import straight_through_one_hot, unimix_probs
 from wmrl.rssm.heads import make_norm
-from wmrl.rssm.prior import action_dim_of, gru_fp32
+from wmrl.rssm.prior import action_dim_of, check_inputs, gru_fp32
 
 __all__ = ["RSSMPriorV3", "RSSMPosteriorV3", "sample_categorical_state"]
 
@@ -112,6 +112,11 @@ class RSSMPriorV3(nn.Module):
         self, state: torch.Tensor, belief: torch.Tensor, action: torch.Tensor
     ) -> torch.Tensor:
         """``h_t = GRU(h_{t-1}, SiLU(norm(W [z_{t-1}, a_{t-1}])))``: ``[*B, H]``."""
+        check_inputs(
+            state=(state, self.state_dim),
+            belief=(belief, self.rnn_hidden_dim),
+            action=(action, self.action_dim),
+        )
         if not action.is_floating_point():
             action = action.to(state.dtype)
         x = self.action_state_projector(torch.cat([state, action], dim=-1))  # [*B, hidden]
@@ -172,6 +177,7 @@ class RSSMPosteriorV3(nn.Module):
             raise ValueError(f"unimix must be in [0, 1), got {unimix}")
         self.num_categoricals, self.num_classes = num_categoricals, num_classes
         self.state_dim, self.unimix = num_categoricals * num_classes, unimix
+        self.rnn_hidden_dim, self.obs_embed_dim = rnn_hidden_dim, obs_embed_dim
         self.obs_rnn_to_post_projector = nn.Sequential(
             *_dense(rnn_hidden_dim + obs_embed_dim, hidden_dim, norm, device),
             nn.Linear(hidden_dim, self.state_dim, device=device),
@@ -189,6 +195,9 @@ class RSSMPosteriorV3(nn.Module):
         obs_embedding: torch.Tensor,
         noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        check_inputs(
+            belief=(belief, self.rnn_hidden_dim), obs_embedding=(obs_embedding, self.obs_embed_dim)
+        )
         x = torch.cat([belief, obs_embedding.to(belief.dtype)], dim=-1)  # [*B, H + E]
         logits = self.obs_rnn_to_post_projector(x)  # [*B, C * K]
         logits = logits.unflatten(-1, (self.num_categoricals, self.num_classes))  # [*B, C, K]

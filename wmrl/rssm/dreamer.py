@@ -162,12 +162,14 @@ class DreamerModelLoss(LossModule):
         td.rename_key_(("next", keys.reward), ("next", keys.true_reward))
         td = self.world_model(td)
         nxt = td.get("next")
-        kl = gaussian_kl(
-            nxt.get(keys.posterior_mean),
-            nxt.get(keys.posterior_std),
-            nxt.get(keys.prior_mean),
-            nxt.get(keys.prior_std),
-        )  # [*B, T, S]
+        params = [nxt.get(k) for k in (keys.posterior_mean, keys.posterior_std)]
+        params += [nxt.get(k) for k in (keys.prior_mean, keys.prior_std)]
+        if len({p.shape for p in params}) != 1:
+            raise ValueError(
+                "prior and posterior parameters must have one shape, got "
+                f"{[tuple(p.shape) for p in params]}"
+            )
+        kl = gaussian_kl(*params)  # [*B, T, S]
         kl = reduce_kl(kl.float(), self.free_nats, self.delayed_clamp, self.global_average)
 
         pixels = nxt.get(keys.pixels)
@@ -203,7 +205,10 @@ class DreamerActorLoss(LossModule):
     ``-mean_B sum_t w_t V^lambda_t`` with ``w_t = gamma^t`` if ``discount_loss`` else 1.
 
     ``discount_loss`` defaults to ``False`` as in the documentation pages (TorchRL 0.14.1's
-    implementation defaults to ``True``).
+    implementation defaults to ``True``). TorchRL 0.14.1 hands its estimator a TensorDict without
+    batch dimensions, so its time dimension is the singleton feature dimension and its targets
+    are the one-step ``r_t + gamma v(s_{t+1})``; here they are the lambda-returns (use the
+    ``TD0`` estimator to reproduce TorchRL's numbers).
 
     Args:
         actor_model: policy writing ``"action"`` from ``"state"`` and ``"belief"``.

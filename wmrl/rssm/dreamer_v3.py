@@ -180,6 +180,11 @@ class DreamerV3ModelLoss(LossModule):
 
         post = nxt.get(keys.posterior_logits).float()  # [*B, T, C, K]
         prior = nxt.get(keys.prior_logits).float()  # [*B, T, C, K]
+        if post.shape != prior.shape or post.dim() < 2:
+            raise ValueError(
+                f"prior and posterior logits must both be [*B, T, C, K], got "
+                f"{tuple(prior.shape)} and {tuple(post.shape)}"
+            )
         if self.kl_mode == "separate":
             dyn, rep = kl_dynamics_representation(post, prior, self.free_bits, self.unimix)
             kl = self.lambda_dynamic * dyn + self.lambda_representation * rep

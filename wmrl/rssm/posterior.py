@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from wmrl.rssm.functional import gaussian_rsample, positive_scale
+from wmrl.rssm.prior import check_inputs
 
 __all__ = ["RSSMPosterior"]
 
@@ -71,6 +72,9 @@ class RSSMPosterior(nn.Module):
         obs_embedding: torch.Tensor,
         noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        check_inputs(
+            belief=(belief, self.rnn_hidden_dim), obs_embedding=(obs_embedding, self.obs_embed_dim)
+        )
         x = torch.cat([belief, obs_embedding.to(belief.dtype)], dim=-1)  # [*B, H + E]
         mean, raw = self.obs_rnn_to_post_projector(x).chunk(2, -1)  # [*B, S], [*B, S]
         std = positive_scale(raw, self.scale_lb)  # [*B, S]

@@ -15,7 +15,28 @@ from torch import nn
 
 from wmrl.rssm.functional import gaussian_rsample, positive_scale
 
-__all__ = ["RSSMPrior", "gru_fp32", "action_dim_of"]
+__all__ = ["RSSMPrior", "gru_fp32", "action_dim_of", "check_inputs"]
+
+
+def check_inputs(**named: tuple[torch.Tensor, int]) -> None:
+    """``ValueError`` unless each ``name=(tensor, size)`` has last dimension ``size`` and all
+    tensors share their leading (batch) dimensions.
+
+    >>> check_inputs(state=(torch.zeros(2, 3), 3), belief=(torch.zeros(2, 5), 4))
+    Traceback (most recent call last):
+    ...
+    ValueError: belief must be [*B, 4], got (2, 5)
+    """
+    batch = None
+    for name, (x, size) in named.items():
+        if x.dim() < 1 or x.shape[-1] != size:
+            raise ValueError(f"{name} must be [*B, {size}], got {tuple(x.shape)}")
+        if batch is None:
+            batch = x.shape[:-1]
+        elif x.shape[:-1] != batch:
+            raise ValueError(
+                f"{name} has batch dimensions {tuple(x.shape[:-1])}, expected {tuple(batch)}"
+            )
 
 
 def action_dim_of(action_spec: Any, action_dim: int | None) -> int:
@@ -106,6 +127,11 @@ class RSSMPrior(nn.Module):
         self, state: torch.Tensor, belief: torch.Tensor, action: torch.Tensor
     ) -> torch.Tensor:
         """``h_t = GRU(h_{t-1}, ELU(W [s_{t-1}, a_{t-1}]))``: ``[*B, H]``."""
+        check_inputs(
+            state=(state, self.state_dim),
+            belief=(belief, self.rnn_hidden_dim),
+            action=(action, self.action_dim),
+        )
         if not action.is_floating_point():
             action = action.to(state.dtype)
         x = self.action_state_projector(torch.cat([state, action], dim=-1))  # [*B, hidden]
