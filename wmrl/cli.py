@@ -21,6 +21,11 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``wmrl`` argument parser (sub-commands ``pilco`` and ``dreamer``).
+
+    >>> build_parser().parse_args(["pilco", "--seed", "3"]).seed
+    3
+    """
     parser = argparse.ArgumentParser(prog="wmrl", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -247,6 +252,7 @@ def write_dreamer_figures(agent, out: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.command == "pilco":
         return _pilco(args)

@@ -3,14 +3,14 @@
 A world model turns a *state* and an *action* into a next *state* (and, if it predicts one, a
 *reward*), and can be fit to real transitions. Its state lives in a TensorDict:
 
-=========  ================================================  ====================================
-backend    state entries (defaults)                          one step
-=========  ================================================  ====================================
-GP         ``("observation", "mean")`` ``[*B, D]``,          exact moment matching of the GP
-           ``("observation", "var")`` ``[*B, D, D]``         posterior under a Gaussian input
-RSSM       ``"state"`` ``[*B, S]``, ``"belief"`` ``[*B, H]``  GRU belief update, then a sample of
-                                                             the stochastic state (the prior)
-=========  ================================================  ====================================
+=========  =================================================  ==================================
+backend    state entries (defaults)                           one step
+=========  =================================================  ==================================
+GP         ``("observation", "mean")`` ``[*B, D]``,           exact moment matching of the GP
+           ``("observation", "var")`` ``[*B, D, D]``          posterior under a Gaussian input
+RSSM       ``"state"`` ``[*B, S]``, ``"belief"`` ``[*B, H]``  GRU belief update, then a sample
+                                                              of the stochastic state (prior)
+=========  =================================================  ==================================
 
 ``forward(td)`` reads ``state_keys`` and the action entries from ``td`` and writes the next state
 under ``("next", key)`` for each state key (and ``("next", "reward")`` when the model predicts
