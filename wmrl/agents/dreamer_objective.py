@@ -134,8 +134,10 @@ class DreamerObjective(nn.Module):
     def forward(self, trajectory: TensorDictBase) -> torch.Tensor:
         nxt = trajectory.get("next")
         value = evaluate_values(self.value, nxt, self.value_key, frozen_params=True)  # [*B, H, 1]
-        reward = nxt.get("reward").float()  # [*B, H, 1]
-        target = lambda_returns(reward, value.float(), self.gamma, self.lmbda)  # [*B, H, 1]
+        reward = nxt.get("reward")  # [*B, H, 1]
+        dtype = torch.promote_types(reward.dtype, torch.float32)  # at least float32 (autocast)
+        reward, value = reward.to(dtype), value.to(dtype)  # [*B, H, 1] each
+        target = lambda_returns(reward, value, self.gamma, self.lmbda)  # [*B, H, 1]
         if self.discount_weights:
             weight = cumulative_discount(target, self.gamma)  # [*B, H, 1]
         else:
@@ -145,7 +147,7 @@ class DreamerObjective(nn.Module):
         loss = -(weight * target / self.return_scale(target)).mean()
         if self.entropy_bonus > 0:
             entropy = tanh_normal_entropy(
-                trajectory.get("scale").float(), trajectory.get("action").float()
+                trajectory.get("scale").to(dtype), trajectory.get("action").to(dtype)
             )  # [*B, H, 1]
             loss = loss - self.entropy_bonus * (weight * entropy).mean()
         return loss

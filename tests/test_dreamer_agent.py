@@ -1,0 +1,329 @@
+"""The Dreamer agent: objective, replay, environments, policy, end-to-end runs, resume, CLI."""
+
+import json
+import math
+
+import pytest
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+from wmrl.agents.dreamer import Dreamer, DreamerConfig, make_agent_env
+from wmrl.agents.dreamer_figures import open_loop_prediction
+from wmrl.agents.dreamer_modules import DreamerSizes, make_dreamer_nets
+from wmrl.agents.dreamer_objective import DreamerObjective, tanh_normal_entropy
+from wmrl.agents.envs import AngleFeatures, make_env
+from wmrl.agents.replay import SequenceReplay
+from wmrl.cli import main
+from wmrl.rssm.imagination import build_value_estimator, lambda_targets
+from wmrl.search import lambda_return_objective
+
+torch.set_num_threads(1)
+
+TINY = DreamerSizes(
+    channels=4, state_dim=4, num_categoricals=2, num_classes=4, rnn_hidden_dim=8, hidden_dim=8,
+    mlp_cells=8, mlp_depth=1, embed_dim=8, actor_depth=1, actor_cells=8, num_bins=15,
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------- objective
+def _trajectory(B=3, H=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return TensorDict(
+        {
+            "scale": torch.rand(B, H, 2, generator=g, dtype=torch.float64) + 0.1,
+            "action": torch.rand(B, H, 2, generator=g, dtype=torch.float64) * 1.8 - 0.9,
+            "next": {
+                "state": torch.randn(B, H, 4, generator=g, dtype=torch.float64),
+                "reward": torch.randn(B, H, 1, generator=g, dtype=torch.float64),
+            },
+        },
+        [B, H],
+    )
+
+
+def _critic():
+    w = torch.tensor([[0.5], [-1.0], [2.0], [0.25]], dtype=torch.float64)
+    return TensorDictModule(lambda s: s @ w, ["state"], ["state_value"])
+
+
+def test_v1_objective_is_the_search_lambda_return_objective_with_torchrl_targets():
+    traj = _trajectory()
+    critic = _critic()
+    obj = DreamerObjective(critic, gamma=0.9, lmbda=0.7)
+    loss = obj(traj)
+    ref = lambda_return_objective(lambda nxt: critic(nxt.copy())["state_value"], 0.9, 0.7)
+    torch.testing.assert_close(loss, ref(traj))
+    # the targets written for the critic are TorchRL's TD(lambda) estimates
+    keys = {"value": "state_value", "reward": "reward", "done": "done", "terminated": "terminated"}
+    _, est = build_value_estimator("TDLambda", keys, gamma=0.9, lmbda=0.7)
+    value = critic(traj["next"].copy())["state_value"]
+    expected = lambda_targets(est, traj["next", "reward"], value, keys)
+    torch.testing.assert_close(traj["lambda_target"], expected)
+
+
+def test_v3_objective_hand_computed_normalisation_weights_and_entropy():
+    traj = _trajectory(B=4, H=5, seed=1)
+    critic = _critic()
+    eta, gamma = 0.1, 0.8
+    obj = DreamerObjective(critic, gamma=gamma, lmbda=0.95, discount_weights=True,
+                           return_normalization=True, rate=1.0, entropy_bonus=eta)  # fmt: skip
+    loss = obj(traj)
+    G = traj["lambda_target"]  # [B, H, 1]
+    lo, hi = torch.quantile(G.flatten(), torch.tensor([0.05, 0.95], dtype=G.dtype))
+    torch.testing.assert_close(obj.return_low, lo.float())
+    torch.testing.assert_close(obj.return_high, hi.float())
+    S = max(1.0, float(hi - lo))
+    w = (gamma ** torch.arange(5, dtype=G.dtype)).view(1, 5, 1)
+    ent = (torch.log(traj["scale"]) + 0.5 * math.log(2 * math.pi * math.e)
+           + torch.log(1 - traj["action"] ** 2)).sum(-1, keepdim=True)  # fmt: skip
+    expected = -(w * G / S).mean() - eta * (w * ent).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
+    # a second call moves the EMA no further in eval mode
+    obj.eval()
+    before = obj.return_low.clone()
+    obj(_trajectory(B=4, H=5, seed=2))
+    torch.testing.assert_close(obj.return_low, before)
+
+
+def test_tanh_normal_entropy_agrees_with_quadrature_monte_carlo():
+    m, s = 0.7, 0.8
+    N = 200_000
+    g = torch.Generator().manual_seed(0)
+    a = torch.tanh(m + s * torch.randn(N, 1, generator=g, dtype=torch.float64))
+    est = tanh_normal_entropy(torch.full((N, 1), s, dtype=torch.float64), a, eps=1e-300)
+    mc, se = est.mean(), est.std() / math.sqrt(N)
+    # exact entropy of a = tanh(u) by quadrature over u: H = -int p_u(u) log p_a(tanh u) du
+    u = torch.linspace(m - 12 * s, m + 12 * s, 400_001, dtype=torch.float64)
+    log_pu = -0.5 * ((u - m) / s) ** 2 - math.log(s * math.sqrt(2 * math.pi))
+    log_pa = log_pu - torch.log1p(-torch.tanh(u) ** 2)
+    exact = -torch.trapezoid(log_pu.exp() * log_pa, u)
+    assert abs(float(mc - exact)) < 5 * float(se)
+
+
+def test_objective_rejects_bad_settings():
+    with pytest.raises(ValueError):
+        DreamerObjective(_critic(), gamma=0.0)
+    with pytest.raises(ValueError):
+        DreamerObjective(_critic(), quantiles=(0.9, 0.1))
+
+
+# ---------------------------------------------------------------------- replay
+def _episodes(first, n, L, pixels=False):
+    ids = torch.arange(first, first + n, dtype=torch.float32).view(n, 1)
+    t = torch.arange(L, dtype=torch.float32).view(1, L)
+    code = 1000 * ids + t  # [n, L]: episode and step of each entry
+    if pixels:  # a uint8-safe code of (episode, step) in every pixel
+        small = (10 * t + ids).to(torch.uint8)  # [n, L]
+        obs = small.view(n, L, 1, 1, 1).expand(n, L, 4, 4, 3).clone()
+    else:
+        obs = code.unsqueeze(-1).repeat(1, 1, 2)
+    done = torch.zeros(n, L, 1, dtype=torch.bool)
+    done[:, -1] = True
+    return TensorDict(
+        {
+            ("pixels" if pixels else "observation"): obs,
+            "action": code.unsqueeze(-1),
+            "true_state": torch.zeros(n, L, 2),
+            "next": {"reward": -code.unsqueeze(-1), "done": done},
+        },
+        [n, L],
+    )
+
+
+def test_replay_sequences_are_consecutive_within_episodes(tmp_path):
+    L, T, B = 10, 4, 64
+    rb = SequenceReplay(35, T, B, "observation", tmp_path / "live", episode_length=L)
+    assert rb.capacity == 30  # whole episodes
+    rb.extend(_episodes(0, 2, L))
+    rb.extend(_episodes(2, 2, L))  # overwrites episode 0
+    assert len(rb) == 30
+    torch.manual_seed(0)
+    batch = rb.sample()
+    assert batch.batch_size == (B, T) and "true_state" not in batch.keys(True)
+    a = batch["action"][..., 0]  # [B, T]
+    ep, step = a // 1000, a % 1000
+    assert (ep >= 1).all(), "the overwritten episode is gone"
+    assert (ep == ep[:, :1]).all() and (step[:, 1:] - step[:, :-1] == 1).all()
+    # next observation and reward are those of step t + 1 and t
+    torch.testing.assert_close(batch["next", "observation"][..., 0], a + 1)
+    torch.testing.assert_close(batch["next", "reward"][..., 0], -a)
+    # a copy on disk samples the same sequences
+    rb.save(tmp_path / "copy")
+    rb2 = SequenceReplay(35, T, B, "observation", tmp_path / "live2", episode_length=L)
+    rb2.load(tmp_path / "copy")
+    torch.manual_seed(0)
+    assert (rb2.sample() == batch).all()
+
+
+def test_replay_pixels_become_float_images_and_bad_input_is_rejected(tmp_path):
+    rb = SequenceReplay(40, 3, 2, "pixels", tmp_path / "live", episode_length=5)
+    rb.extend(_episodes(0, 2, 5, pixels=True))
+    batch = rb.sample()
+    px = batch["next", "pixels"]
+    assert px.shape == (2, 3, 3, 4, 4) and px.dtype == torch.float32
+    a = batch["action"][..., 0]
+    expected = (10 * (a % 1000 + 1) + a // 1000) / 255  # the code of the next step
+    torch.testing.assert_close(px[:, :, 1, 2, 3], expected)
+    with pytest.raises(ValueError, match="whole episode"):
+        rb.extend(_episodes(0, 1, 5)[:, :4])
+    with pytest.raises(ValueError, match="too short"):
+        SequenceReplay(40, 5, 2, "pixels", tmp_path / "x", episode_length=5)
+
+
+# ---------------------------------------------------------------------- environments, policy
+def test_angle_features_and_agent_env_specs():
+    t = AngleFeatures([3])
+    x = torch.tensor([[1.0, 2.0, 3.0, 0.5]])
+    torch.testing.assert_close(
+        t._apply_transform(x), torch.tensor([[1.0, 2.0, 3.0, math.sin(0.5), math.cos(0.5)]])
+    )
+    env = make_env("cartpole-swingup", pixels=False, batch_size=[2], max_steps=10)
+    td = env.rollout(3)
+    spec = env.observation_spec["observation"]
+    assert td["observation"].shape == (2, 3, 5) and spec.shape == (2, 5)
+    assert float(env.action_spec.space.high.max()) == 1.0  # the actor's range
+    with pytest.raises(ValueError):
+        make_env("cartpole-swingup", pixels=False, max_steps=10, action_repeat=3)
+    with pytest.raises(ValueError):
+        make_env("acrobot", pixels=False)
+
+
+def test_rssm_policy_carries_its_latent_and_is_deterministic_in_evaluation():
+    torch.manual_seed(0)
+    nets = make_dreamer_nets(1, 1, "pixels", sizes=TINY)
+    p = nets.policy
+    env = make_agent_env("pendulum-swingup", pixels=True, batch_size=[2], max_steps=6,
+                         action_repeat=1, seed=0,
+                         primer_sizes=(p.state_dim, p.belief_dim, 1))  # fmt: skip
+    with torch.no_grad():
+        traj = env.rollout(12, p, break_when_any_done=False)  # two episodes
+    # the carried entries are those written at the previous step, zero after each reset
+    torch.testing.assert_close(traj["belief"][:, 1:6], traj["next", "belief"][:, :5])
+    torch.testing.assert_close(traj["prev_action"][:, 1:6], traj["action"][:, :5])
+    assert (traj["belief"][:, [0, 6]] == 0).all() and (traj["state"][:, 6] == 0).all()
+    td = env.reset()
+    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+        torch.manual_seed(1)
+        a1 = p(td.clone())
+        torch.manual_seed(1)
+        a2 = p(td.clone())
+    torch.testing.assert_close(a1["action"], a2["action"])
+    torch.testing.assert_close(a1["action"], torch.tanh(5 * torch.tanh(a1["loc"] / 5)))
+
+
+def test_open_loop_prediction_shapes_and_context_reconstruction():
+    torch.manual_seed(0)
+    nets = make_dreamer_nets(3, 1, "observation", obs_dim=3, sizes=TINY)
+    episode = TensorDict({"observation": torch.randn(12, 3), "action": torch.rand(12, 1)}, [12])
+    real, pred = open_loop_prediction(nets, episode, context=3, horizon=5)
+    assert real.shape == pred.shape == (8, 3)
+    torch.testing.assert_close(real, episode["observation"][1:9])
+
+
+# ---------------------------------------------------------------------- the agent
+def _cfg(**kw):
+    return DreamerConfig.preset("debug", **{"task": "pendulum-swingup", **kw})
+
+
+def _flat_state(agent):
+    sd = agent.state_dict()
+    return {k: sd[k] for k in ("nets", "objective", "optimizers")}
+
+
+def _assert_same(a, b, path=""):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _assert_same(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, list | tuple):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    else:
+        assert a == b, path
+
+
+def test_pixel_agent_checkpoints_resumes_and_continues_with_identical_state(tmp_path):
+    full = Dreamer(_cfg(pixels=True, env_steps=48), out_dir=tmp_path / "full")
+    full.run()
+    assert full.updates > 0 and full.env_steps == 48
+
+    part = Dreamer(_cfg(pixels=True, env_steps=48), out_dir=tmp_path / "part")
+    part.evaluate(random=True)
+    part.iterate()
+    part.iterate()  # interrupted after the second iteration (checkpointed every 12 steps)
+    part.close()
+    del part
+    resumed = Dreamer.resume(tmp_path / "part")
+    assert resumed.env_steps == 24 and len(resumed.replay) == 24
+    resumed.run()
+    _assert_same(_flat_state(resumed), _flat_state(full))
+    n = len(full.replay)
+    assert (resumed.replay.buffer.storage[:n] == full.replay.buffer.storage[:n]).all()
+    strip = [("env_steps", "updates", "policy", "eval_return")]
+    assert [tuple(getattr(r, k) for k in strip[0]) for r in resumed.records] == [
+        tuple(getattr(r, k) for k in strip[0]) for r in full.records
+    ]
+    # only the newest replay copy is kept next to the checkpoint
+    assert len(list((tmp_path / "part").glob("replay-[0-9]*"))) == 1
+
+
+def test_records_separate_evaluation_from_training_and_the_random_baseline():
+    agent = Dreamer(_cfg(version=3, env_steps=24))
+    records = agent.run()
+    assert [r.policy for r in records] == ["random", "agent"]
+    assert records[0].env_steps == 0 and records[1].env_steps == 24
+    L = agent.episode_len
+    for r in records:
+        assert -L <= r.eval_return <= 0
+        assert r.eval_cost_per_step == pytest.approx(-r.eval_return / L)
+    assert math.isfinite(records[1].train_return)
+    assert set(agent.last_losses) >= {"loss_model_kl", "loss_actor", "loss_value"}
+    assert agent.summary().startswith("env steps: 24")
+
+
+def test_train_ratio_sets_the_number_of_updates():
+    # 12-step episodes, batches of 2 x 8 = 16 replayed steps: ratio 16 -> 12 updates per episode
+    agent = Dreamer(_cfg(state_dim=2, env_steps=36, pretrain_updates=3, train_ratio=16.0,
+                         prefill_episodes=2))  # fmt: skip
+    counts = []
+    for _ in range(3):
+        agent.iterate()
+        counts.append(agent.updates)
+    agent.close()
+    assert counts == [0, 12 + 3, 24 + 3]  # training (and pretraining) starts after the prefill
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="version"):
+        _cfg(version=2).validate()
+    with pytest.raises(ValueError, match="too short"):
+        _cfg(seq_len=20).validate()
+    with pytest.raises(ValueError, match="precision"):
+        _cfg(precision="fp8").validate()
+    with pytest.raises(ValueError, match="unknown preset"):
+        DreamerConfig.preset("huge")
+
+
+def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["dreamer", "--task", "pendulum-swingup", "--pixels", "--version", "3",
+            "--preset", "debug", "--env-steps", "24", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("env steps: 24")
+    names = ("learning_curve.png", "cost_per_step.png", "open_loop.png", "checkpoint.pt",
+             "records.json", "config.json")  # fmt: skip
+    for name in names:
+        assert (out / name).is_file(), name
+    assert list(out.glob("log/**/*.csv")) or list(out.glob("**/*.csv"))
+    assert main(args) == 2  # refuses to overwrite a run
+    resume = ["dreamer", "--out", str(out), "--resume", "--env-steps", "36", "--no-progress",
+              "--no-plots"]  # fmt: skip
+    assert main(resume) == 0
+    records = json.loads((out / "records.json").read_text())
+    assert [r["env_steps"] for r in records] == [0, 24, 36]
