@@ -118,6 +118,7 @@ class TrialRecord:
     search_s: float
     wall_s: float
     evaluations: int = 0
+    cpu_s: float = 0.0
 
 
 def make_task(name: str, **kwargs: Any) -> Any:
@@ -288,7 +289,7 @@ class PILCO:
         """One trial: (fit, search) then a real episode and the evaluation episodes."""
         c = self.config
         k = self.trials_done
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         torch.manual_seed(self._seed(k))
         is_random = k < c.random_trials
         fit_s = search_s = 0.0
@@ -353,6 +354,7 @@ class PILCO:
             search_s=search_s,
             wall_s=time.perf_counter() - t0,
             evaluations=evaluations,
+            cpu_s=time.process_time() - c0,
         )
         self.records.append(record)
         self._log(record)
@@ -420,7 +422,10 @@ class PILCO:
         )
 
     def summary(self) -> str:
-        """``solved: yes|no, trials: K, interaction: S s, wall: W s`` (K counts every trial)."""
+        """``solved: yes|no, trials: K, interaction: S s, wall: W s`` (K counts every trial).
+
+        ``wall`` sums the trials' wall-clock times (across resumed invocations).
+        """
         k = self.trials_done
         inter = self.records[-1].interaction_s if self.records else 0.0
         wall = sum(r.wall_s for r in self.records)
