@@ -203,8 +203,9 @@ class TaskAdapter(TransformedEnv):
             raise ValueError(f"the action spec must be bounded, got {type(action).__name__}")
         low = _bound(action.space.low, "lower")  # [F]
         high = _bound(action.space.high, "upper")  # [F]
+        cost = CostReward(target, weights, angles, observation_key)  # checks W symmetric PSD
         reward = CostReward(target, weights, angles, observation_key) if cost_reward else None
-        super().__init__(env, reward)  # validates the cost weights (symmetric PSD)
+        super().__init__(env, reward)
         # the tensors live in a submodule (moved by .to()); attributes of the wrapped
         # environment with the same names are shadowed by the properties below
         self._task = torch.nn.Module()
@@ -217,7 +218,7 @@ class TaskAdapter(TransformedEnv):
         self.solved_steps = int(solved_steps)
         self.solved_fn = solved_fn
         self.observation_key = observation_key
-        self._cost = CostReward(target, weights, angles, observation_key)
+        self._cost = cost
 
     @property
     def start_mean(self) -> torch.Tensor:
