@@ -1,0 +1,163 @@
+"""Learning curves of the Dreamer agent from pixels on the built-in swing-up tasks.
+
+For each task (pixel pendulum and cart-pole swing-up by default) one run of
+:class:`wmrl.agents.dreamer.Dreamer` with the ``small`` preset (conv depth 16, GRU 128, 16 x 32
+batches: sized for two CPU cores) until the environment-step budget or the wall-time budget is
+spent. Every ``--eval-every`` environment steps the agent is evaluated on ``--eval-episodes``
+separate episodes with its deterministic policy; the uniformly random policy is evaluated the
+same way once at the start. Recorded per evaluation: environment steps, updates, evaluation
+return, cost per step, wall time (cumulative, including collection and evaluation).
+
+The built-in tasks run at ``dt = 0.1`` s with 100-step (10 s) episodes and no action repeat
+(``--max-steps``, ``--action-repeat``). Criterion (pendulum): the evaluation cost per step falls
+to at most half of the random policy's within the run.
+
+Outputs in ``--out``: one run directory per task (checkpoint, replay, CSV log, figures from
+:func:`wmrl.cli.write_dreamer_figures`), ``<task>.json`` (records and summary) and
+``summary.md`` (a table for docs/benchmarks_dreamer_agent.md).
+
+Usage::
+
+    # the documented runs: 3 hours each on 2 CPU cores
+    python benchmarks/dreamer_pixels.py --budget-hours 3 --out runs/bench-dreamer
+    # cart-pole from pixels to 100k environment steps on a GPU
+    python benchmarks/dreamer_pixels.py --tasks cartpole-swingup --env-steps 100000 \\
+        --budget-hours 12 --device cuda --preset default --out runs/bench-dreamer-gpu
+    # smoke test (seconds)
+    python benchmarks/dreamer_pixels.py --preset debug --env-steps 48 --out /tmp/bench
+    # continue interrupted runs
+    python benchmarks/dreamer_pixels.py --resume --budget-hours 3 --out runs/bench-dreamer
+
+Timings taken while other processes share the CPU are not comparable; run on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def run_task(task: str, args: argparse.Namespace) -> dict:
+    from torchrl.record.loggers.csv import CSVLogger
+
+    from wmrl.agents.dreamer import Dreamer, DreamerConfig
+    from wmrl.cli import write_dreamer_figures
+
+    out = args.out / f"{task}-v{args.version}-seed{args.seed}"
+    overrides = dict(
+        env_steps=args.env_steps,
+        max_wall_s=args.budget_hours * 3600,
+        train_ratio=args.train_ratio,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        checkpoint_every=args.eval_every,
+        max_steps=args.max_steps,
+        action_repeat=args.action_repeat,
+        device=args.device,
+        precision=args.precision,
+        progress=not args.no_progress,
+    )
+    if args.preset == "debug":  # the debug preset's own episode length and schedule
+        for k in ("max_steps", "eval_every", "checkpoint_every", "train_ratio"):
+            overrides.pop(k)
+    logger = CSVLogger(exp_name="log", log_dir=str(out))
+    if args.resume and (out / "checkpoint.pt").exists():
+        agent = Dreamer.resume(out, logger=logger, **overrides)
+    else:
+        config = DreamerConfig.preset(args.preset, task=task, pixels=True, version=args.version,
+                                      seed=args.seed, **overrides)  # fmt: skip
+        agent = Dreamer(config, out_dir=out, logger=logger)
+    agent.run()
+    write_dreamer_figures(agent, out)
+    records = [dataclasses.asdict(r) for r in agent.records]
+    rand = next(r for r in records if r["policy"] == "random")
+    evals = [r for r in records if r["policy"] == "agent"]
+    best = min(evals, key=lambda r: r["eval_cost_per_step"]) if evals else None
+    half = 0.5 * rand["eval_cost_per_step"]
+    reached = next((r for r in evals if r["eval_cost_per_step"] <= half), None)
+    summary = {
+        "task": task,
+        "version": args.version,
+        "preset": args.preset,
+        "env_steps": agent.env_steps,
+        "updates": agent.updates,
+        "wall_s": agent.wall_s,
+        "random_cost_per_step": rand["eval_cost_per_step"],
+        "final_cost_per_step": evals[-1]["eval_cost_per_step"] if evals else None,
+        "best_cost_per_step": best["eval_cost_per_step"] if best else None,
+        "half_random_reached_at_env_steps": reached["env_steps"] if reached else None,
+        "half_random_reached_at_wall_s": reached["wall_s"] if reached else None,
+    }
+    (args.out / f"{task}.json").write_text(
+        json.dumps({"summary": summary, "records": records, "config": dataclasses.asdict(
+            agent.config)}, indent=1)  # fmt: skip
+    )
+    return summary
+
+
+def markdown(summaries: list[dict], args: argparse.Namespace) -> str:
+    def fmt(x: float | None, spec: str = ".3f") -> str:
+        return "—" if x is None else format(x, spec)
+
+    lines = [
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+        f"{platform.processor() or platform.machine()}, device {args.device}, "
+        f"preset {args.preset}, Dreamer v{args.version}, seed {args.seed}",
+        "",
+        "| task | env steps | updates | wall [h] | random cost/step | final | best | "
+        "≤ half of random at (env steps, wall h) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        at = s["half_random_reached_at_env_steps"]
+        hours = s["half_random_reached_at_wall_s"]
+        when = "not reached" if at is None else f"{at}, {hours / 3600:.2f}"
+        lines.append(
+            f"| {s['task']} (pixels) | {s['env_steps']} | {s['updates']} | "
+            f"{s['wall_s'] / 3600:.2f} | {fmt(s['random_cost_per_step'])} | "
+            f"{fmt(s['final_cost_per_step'])} | {fmt(s['best_cost_per_step'])} | {when} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tasks", nargs="+", default=["pendulum-swingup", "cartpole-swingup"])
+    p.add_argument("--version", type=int, default=1, choices=[1, 3])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default="small", choices=["small", "default", "debug"])
+    p.add_argument("--env-steps", type=int, default=50_000, help="budget in environment steps")
+    p.add_argument("--budget-hours", type=float, default=3.0, help="wall-time budget per task")
+    p.add_argument("--train-ratio", type=float, default=256.0)
+    p.add_argument("--eval-every", type=int, default=2_000)
+    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--max-steps", type=int, default=100)
+    p.add_argument("--action-repeat", type=int, default=1)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("runs/bench-dreamer"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    summaries = []
+    for task in args.tasks:
+        t0 = time.perf_counter()
+        summaries.append(run_task(task, args))
+        print(f"{task}: {summaries[-1]} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    table = markdown(summaries, args)
+    (args.out / "summary.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
