@@ -317,8 +317,9 @@ def report(results: list[dict], args, diff: float) -> str:
         f"request exceeds the {args.limit_gb:g} GiB address-space limit (the size asked for is "
         "in the table; 48.8 GiB also exceeds the machine's RAM). wmrl evaluates "
         "each `[n, n]` block of `Q_ab` in cache-sized tiles from a rank-`(Din + 2)` factorisation "
-        "of its exponent, reduces each tile at once and recomputes the tiles in a hand-written "
-        "backward, so its memory is `O(B E² n Din)` plus one tile (`block_elements`).",
+        "of its exponent and reduces each tile at once; when gradients are needed the same sweep "
+        "accumulates the partial derivatives (a hand-written backward only scales them), so its "
+        "memory is `O(B E² n Din)` plus one tile (`block_elements`), forward and backward.",
         "* The machine is shared (2 cores): wall times depend on what else ran; CPU times much "
         "less so, but cache and memory-bandwidth contention remain. Re-measure on a quiet machine "
         "before quoting absolute figures.",
