@@ -272,7 +272,7 @@ def test_pixel_agent_checkpoints_resumes_and_continues_with_identical_state(tmp_
 
 
 def test_records_separate_evaluation_from_training_and_the_random_baseline():
-    agent = Dreamer(_cfg(version=3, env_steps=24))
+    agent = Dreamer(_cfg(version=3, env_steps=24, precision="bf16"))  # CPU autocast
     records = agent.run()
     assert [r.policy for r in records] == ["random", "agent"]
     assert records[0].env_steps == 0 and records[1].env_steps == 24
