@@ -15,13 +15,16 @@ peak resident memory and the part of it above the resident memory before the fir
 Usage::
 
     python benchmarks/dreamer_update.py [--repeats 5] [--threads 1] [--precision fp32 bf16]
+        [--doc docs/benchmarks_dreamer.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
-import resource
+import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -29,6 +32,7 @@ import time
 from collections.abc import Callable
 
 import torch
+import torchrl
 from tensordict import TensorDict
 
 B, T, A, H = 16, 50, 6, 15
@@ -161,7 +165,8 @@ def build_torchrl(wm):
     return losses, (world_model, actor, value)
 
 
-def make_update(losses, nets, precision: str) -> Callable[[TensorDict], None]:
+def make_update(losses, nets, precision: str) -> Callable[[TensorDict], list[float]]:
+    """One full update; returns the CPU seconds of its model, actor and value phases."""
     model_loss, actor_loss, value_loss = losses
     opts = [torch.optim.Adam(n.parameters(), lr) for n, lr in zip(nets, (6e-4, 8e-5, 8e-5))]
     bf16 = precision == "bf16"
@@ -171,39 +176,151 @@ def make_update(losses, nets, precision: str) -> Callable[[TensorDict], None]:
         loss.backward()
         opt.step()
 
-    def update(data: TensorDict) -> None:
+    def update(data: TensorDict) -> list[float]:
+        t = [time.process_time()]
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             lt, sampled = model_loss(data)
             total = lt["loss_model_kl"] + lt["loss_model_reco"] + lt["loss_model_reward"]
         step(opts[0], total.sum())
+        t.append(time.process_time())
         start = sampled.get("next").select("state", "belief").reshape(-1)
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             lt, fake = actor_loss(start)
         step(opts[1], lt["loss_actor"])
+        t.append(time.process_time())
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             lt, _ = value_loss(fake)
         step(opts[2], lt["loss_value"])
+        t.append(time.process_time())
+        return [b - a for a, b in zip(t[:-1], t[1:])]
 
     return update
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def memory_child(impl: str, precision: str, threads: int) -> None:
+    """Peak resident memory of three updates in this (fresh) process, in MiB.
+
+    The high-water mark is reset first (``/proc/self/clear_refs``): a forked child inherits its
+    parent's, which would hide the child's own peak.
+    """
     torch.set_num_threads(threads)
     m, losses, nets = build_wmrl()
     if impl == "torchrl":
         losses, nets = build_torchrl(m)
     data = make_data()
     update = make_update(losses, nets, precision)
-    base = rss_mb()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _status_mb("VmRSS")
     for _ in range(3):
         update(data)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_mb": peak, "base_mb": base}))
+    print(json.dumps({"peak_mb": _status_mb("VmHWM"), "base_mb": base}))
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def measure(precision: str, repeats: int, threads: int, data, wm_parts, trl_parts) -> dict:
+    updates = {
+        "wmrl": make_update(*wm_parts, precision),
+        "torchrl": make_update(*trl_parts, precision),
+    }
+    wall: dict[str, list[float]] = {k: [] for k in updates}
+    cpu: dict[str, list[float]] = {k: [] for k in updates}
+    phases: dict[str, list[list[float]]] = {k: [] for k in updates}
+    for fn in updates.values():  # warm-up
+        fn(data)
+    for _ in range(repeats):
+        for name, fn in updates.items():  # alternate the implementations
+            t0 = time.perf_counter()
+            ph = fn(data)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(sum(ph))
+            phases[name].append(ph)
+    mem = {}
+    for name in updates:
+        cmd = [sys.executable, __file__, "--memory-child", name, precision]
+        cmd += ["--threads", str(threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        mem[name] = json.loads(out.strip().splitlines()[-1])
+    med = statistics.median
+    return {
+        "wall": {k: med(v) for k, v in wall.items()},
+        "cpu": {k: med(v) for k, v in cpu.items()},
+        "phases": {k: [med(p[i] for p in v) for i in range(3)] for k, v in phases.items()},
+        "cpu_ratios": [t / w for t, w in zip(cpu["torchrl"], cpu["wmrl"])],
+        "wall_ratios": [t / w for t, w in zip(wall["torchrl"], wall["wmrl"])],
+        "mem": mem,
+    }
+
+
+def report(results: dict, args: argparse.Namespace) -> str:
+    med = statistics.median
+    lines = [
+        "## Dreamer: one full update (`benchmarks/dreamer_update.py`)",
+        "",
+        f"Command: `.venv/bin/python benchmarks/dreamer_update.py --repeats {args.repeats} "
+        f"--threads {args.threads}` · {datetime.date.today()} · {machine()} · "
+        f"torch {torch.__version__}, torchrl {torchrl.__version__} · {args.threads} thread(s).",
+        "",
+        f"One update = world-model loss, backward and Adam step; actor loss ({H}-step imagination "
+        f"from all {B * T} posterior states, lambda-returns), backward, step; value loss, "
+        f"backward, step. Batch {B} x {T}, 64x64 RGB, conv depth 32, state 30, belief 200, "
+        "hidden 200, reward head 2 x 400, value 3 x 400, actor 4 x 200 (the pages' sizes), "
+        "TorchRL's modules loaded with wmrl's initial weights. The two implementations alternate "
+        f"in one process; times are medians of {args.repeats} updates, CPU time (user + system of "
+        "the process: one thread, so the compute time, less disturbed by other work on the "
+        "machine) with wall time in parentheses; speed-ups are medians of the per-pair ratios. "
+        "Peak memory: resident-set high-water mark of a fresh process running three updates, "
+        "and in parentheses its part above the resident set before the first update.",
+        "",
+        "| precision | TorchRL | wmrl | speed-up (CPU) | speed-up (wall) | peak memory TorchRL | "
+        "peak memory wmrl |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for precision, r in results.items():
+        mem = {
+            k: f"{v['peak_mb']:.0f} MiB (+{v['peak_mb'] - v['base_mb']:.0f})"
+            for k, v in r["mem"].items()
+        }
+        lines.append(
+            f"| {precision} | {r['cpu']['torchrl']:.2f} s ({r['wall']['torchrl']:.2f} s) "
+            f"| {r['cpu']['wmrl']:.2f} s ({r['wall']['wmrl']:.2f} s) "
+            f"| {med(r['cpu_ratios']):.2f}x | {med(r['wall_ratios']):.2f}x "
+            f"| {mem['torchrl']} | {mem['wmrl']} |"
+        )
+    if "fp32" in results and "bf16" in results:
+        ratio = results["fp32"]["cpu"]["torchrl"] / results["bf16"]["cpu"]["wmrl"]
+        lines += [
+            "",
+            f"wmrl under bf16 autocast against TorchRL in fp32: **{ratio:.2f}x** (CPU time).",
+        ]
+    lines += [
+        "",
+        "CPU time per phase (model / actor / value), medians:",
+        "",
+        "| precision | TorchRL | wmrl |",
+        "|---|---|---|",
+    ]
+    for precision, r in results.items():
+        ph = {k: " / ".join(f"{x:.2f}" for x in v) for k, v in r["phases"].items()}
+        lines.append(f"| {precision} | {ph['torchrl']} s | {ph['wmrl']} s |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -211,6 +328,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--doc", help="write the report (markdown) to this file")
     parser.add_argument("--memory-child", nargs=2, metavar=("IMPL", "PRECISION"))
     args = parser.parse_args()
     if args.memory_child:
@@ -219,37 +337,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = make_data()
     wm, wm_losses, wm_nets = build_wmrl()
-    trl_losses, trl_nets = build_torchrl(wm)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), batch {B}x{T}, 64x64 pixels")
-    for precision in args.precision:
-        updates = {
-            "wmrl": make_update(wm_losses, wm_nets, precision),
-            "torchrl": make_update(trl_losses, trl_nets, precision),
-        }
-        times: dict[str, list[float]] = {k: [] for k in updates}
-        for fn in updates.values():  # warm-up
-            fn(data)
-        for _ in range(args.repeats):
-            for name, fn in updates.items():
-                t0 = time.perf_counter()
-                fn(data)
-                times[name].append(time.perf_counter() - t0)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        ratios = [t / w for t, w in zip(times["torchrl"], times["wmrl"])]
-        mem = {}
-        for name in updates:
-            cmd = [sys.executable, __file__, "--memory-child", name, precision]
-            cmd += ["--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            mem[name] = json.loads(out.strip().splitlines()[-1])
-        print(
-            f"{precision}: wmrl {med['wmrl']:.2f} s, torchrl {med['torchrl']:.2f} s per update; "
-            f"speed-up median {statistics.median(ratios):.2f}x (min {min(ratios):.2f}, "
-            f"max {max(ratios):.2f}); peak RSS wmrl {mem['wmrl']['peak_mb']:.0f} MB "
-            f"(+{mem['wmrl']['peak_mb'] - mem['wmrl']['base_mb']:.0f} in the updates), "
-            f"torchrl {mem['torchrl']['peak_mb']:.0f} MB "
-            f"(+{mem['torchrl']['peak_mb'] - mem['torchrl']['base_mb']:.0f})"
-        )
+    trl_parts = build_torchrl(wm)
+    results = {
+        p: measure(p, args.repeats, args.threads, data, (wm_losses, wm_nets), trl_parts)
+        for p in args.precision
+    }
+    text = report(results, args)
+    print(text)
+    if args.doc:
+        with open(args.doc, "w") as f:
+            f.write(text)
 
 
 if __name__ == "__main__":

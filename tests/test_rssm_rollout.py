@@ -92,6 +92,38 @@ def test_scan_matches_loop_outputs_and_gradients():
         torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-6)
 
 
+def test_fused_and_generic_paths_agree():
+    """Our Gaussian modules take the fused path; subclasses (unknown forward) the generic one."""
+
+    class Prior(RSSMPrior):
+        pass
+
+    class Posterior(RSSMPosterior):
+        pass
+
+    fused, prior, post = make_rollout()
+    prior2 = Prior(None, hidden_dim=8, rnn_hidden_dim=H, state_dim=S, action_dim=A)
+    post2 = Posterior(hidden_dim=8, state_dim=S, rnn_hidden_dim=H, obs_embed_dim=E)
+    prior2.load_state_dict(prior.state_dict())
+    post2.load_state_dict(post.state_dict())
+    out_keys = [("next", "prior_mean"), ("next", "prior_std"), ("next", "prior_state"),
+                ("next", "belief")]  # fmt: skip
+    fused.rssm_prior.out_keys = out_keys
+    generic = RSSMRollout(
+        TensorDictModule(prior2, ["state", "belief", "action"], out_keys),
+        TensorDictModule(post2, POST_IN, POST_OUT),
+    )
+    fused = RSSMRollout(fused.rssm_prior, fused.rssm_posterior)
+    assert fused._fused and not generic._fused
+    out_a, grads_a = _outputs_and_grads(fused, make_data(True))
+    out_b, grads_b = _outputs_and_grads(generic, make_data(True))
+    assert set(out_a.keys(True, True)) == set(out_b.keys(True, True))
+    for key in out_a.keys(True, True):
+        torch.testing.assert_close(out_a[key], out_b[key], msg=str(key))
+    for ga, gb in zip(grads_a, grads_b):
+        torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-6)
+
+
 def test_categorical_modules_in_a_scan():
     torch.manual_seed(0)
     kw = dict(hidden_dim=8, rnn_hidden_dim=H, num_categoricals=2, num_classes=3)

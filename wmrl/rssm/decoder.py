@@ -23,7 +23,8 @@ class ObsDecoder(nn.Module):
 
     Two exact rewrites make it fast on CPU: the first transposed convolution sees a 1x1 input,
     so it is a matrix product (TorchRL runs it as a convolution, whose backward pass dominates
-    the whole Dreamer update on CPU), and the other layers run in the channels-last memory format.
+    the whole Dreamer update on CPU), and the other layers run in the channels-last memory format
+    with in-place ReLUs.
 
     Args:
         channels: filters of the last hidden layer (default 32).
@@ -64,13 +65,15 @@ class ObsDecoder(nn.Module):
         if len(kernel_sizes) != num_layers:
             raise ValueError(f"need {num_layers} kernel sizes, got {list(kernel_sizes)}")
         width = 32 * channels
-        self.state_to_latent = nn.Sequential(nn.Linear(latent_dim, width, device=device), nn.ReLU())
+        self.state_to_latent = nn.Sequential(
+            nn.Linear(latent_dim, width, device=device), nn.ReLU(inplace=True)
+        )
         # filters: width -> channels * 2^(L-2) -> ... -> channels -> out_channels
         sizes = [width] + [channels * 2**i for i in range(num_layers - 2, -1, -1)] + [out_channels]
         layers: list[nn.Module] = []
         for i, k in enumerate(kernel_sizes):
             if i:
-                layers.append(nn.ReLU())
+                layers.append(nn.ReLU(inplace=True))
             layers.append(nn.ConvTranspose2d(sizes[i], sizes[i + 1], k, stride=2, device=device))
         self.decoder = nn.Sequential(*layers)
         self.latent_dim, self.channels_last = latent_dim, channels_last

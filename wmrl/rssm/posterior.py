@@ -8,6 +8,7 @@ the filtering posterior ``q(s_t | h_t, o_t) = N(mu(h_t, e_t), diag(sigma(h_t, e_
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from wmrl.rssm.functional import gaussian_rsample, positive_scale
@@ -66,6 +67,30 @@ class RSSMPosterior(nn.Module):
         """Standard-normal noise ``[*batch_shape, S]`` for :meth:`forward`'s ``noise``."""
         return torch.randn(*batch_shape, self.state_dim, dtype=like.dtype, device=like.device)
 
+    def project_embedding(self, obs_embedding: torch.Tensor) -> torch.Tensor:
+        """The embedding's share of the first layer, ``W_e e + b``: ``[*B, hidden]``.
+
+        Split from :meth:`sample_from` so that a rollout can project a whole sequence at once.
+        """
+        lin = self.obs_rnn_to_post_projector[0]
+        w = lin.weight[:, self.rnn_hidden_dim :]  # [hidden, E]
+        return F.linear(obs_embedding.to(w.dtype), w, lin.bias)  # [*B, hidden]
+
+    def sample_from(
+        self,
+        belief: torch.Tensor,
+        embedding_projection: torch.Tensor,
+        noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(mean, std, state)`` of ``q(s_t | h_t, e_t)`` from the projected embedding."""
+        lin, act, out = self.obs_rnn_to_post_projector
+        x = F.linear(belief, lin.weight[:, : self.rnn_hidden_dim]) + embedding_projection
+        mean, raw = out(act(x)).chunk(2, -1)  # [*B, S], [*B, S]
+        std = positive_scale(raw, self.scale_lb)  # [*B, S]
+        if noise is None:
+            noise = torch.randn_like(std)  # [*B, S]
+        return mean, std, gaussian_rsample(mean, std, noise)
+
     def forward(
         self,
         belief: torch.Tensor,
@@ -75,9 +100,4 @@ class RSSMPosterior(nn.Module):
         check_inputs(
             belief=(belief, self.rnn_hidden_dim), obs_embedding=(obs_embedding, self.obs_embed_dim)
         )
-        x = torch.cat([belief, obs_embedding.to(belief.dtype)], dim=-1)  # [*B, H + E]
-        mean, raw = self.obs_rnn_to_post_projector(x).chunk(2, -1)  # [*B, S], [*B, S]
-        std = positive_scale(raw, self.scale_lb)  # [*B, S]
-        if noise is None:
-            noise = torch.randn_like(std)  # [*B, S]
-        return mean, std, gaussian_rsample(mean, std, noise)
+        return self.sample_from(belief, self.project_embedding(obs_embedding), noise)

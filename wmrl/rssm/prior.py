@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from wmrl.rssm.functional import gaussian_rsample, positive_scale
@@ -123,6 +124,27 @@ class RSSMPrior(nn.Module):
         """Standard-normal noise ``[*batch_shape, S]`` for :meth:`forward`'s ``noise``."""
         return torch.randn(*batch_shape, self.state_dim, dtype=like.dtype, device=like.device)
 
+    def project_action(self, action: torch.Tensor) -> torch.Tensor:
+        """The action's share of the first layer, ``W_a a + b``: ``[*B, hidden]``.
+
+        Split from :meth:`advance` so that a rollout can project a whole action sequence at once.
+        """
+        lin = self.action_state_projector[0]
+        if not action.is_floating_point():
+            action = action.to(lin.weight.dtype)
+        return F.linear(action, lin.weight[:, self.state_dim :], lin.bias)  # [*B, hidden]
+
+    def advance(
+        self, state: torch.Tensor, belief: torch.Tensor, action_projection: torch.Tensor
+    ) -> torch.Tensor:
+        """``h_t = GRU(h_{t-1}, ELU(W_s s_{t-1} + W_a a_{t-1} + b))``: ``[*B, H]``."""
+        lin = self.action_state_projector[0]
+        x = F.linear(state, lin.weight[:, : self.state_dim]) + action_projection  # [*B, hidden]
+        x = self.action_state_projector[1](x)  # [*B, hidden]
+        batch = x.shape[:-1]
+        h = gru_fp32(self.rnn, x.reshape(-1, x.shape[-1]), belief.reshape(-1, belief.shape[-1]))
+        return h.reshape(*batch, -1)  # [*B, H]
+
     def update_belief(
         self, state: torch.Tensor, belief: torch.Tensor, action: torch.Tensor
     ) -> torch.Tensor:
@@ -132,12 +154,7 @@ class RSSMPrior(nn.Module):
             belief=(belief, self.rnn_hidden_dim),
             action=(action, self.action_dim),
         )
-        if not action.is_floating_point():
-            action = action.to(state.dtype)
-        x = self.action_state_projector(torch.cat([state, action], dim=-1))  # [*B, hidden]
-        batch = x.shape[:-1]
-        h = gru_fp32(self.rnn, x.reshape(-1, x.shape[-1]), belief.reshape(-1, belief.shape[-1]))
-        return h.reshape(*batch, -1)  # [*B, H]
+        return self.advance(state, belief, self.project_action(action))
 
     def distribution(self, belief: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, std)`` of ``p(s_t | h_t)``, each ``[*B, S]``."""

@@ -17,6 +17,10 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey, unravel_key
 
+from wmrl.rssm.functional import gaussian_rsample
+from wmrl.rssm.posterior import RSSMPosterior
+from wmrl.rssm.prior import RSSMPrior, check_inputs
+
 __all__ = ["RSSMRollout"]
 
 Step = Callable[[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]], Any]
@@ -109,7 +113,29 @@ class RSSMRollout(TensorDictModuleBase):
         self.out_keys = list(dict.fromkeys(written))
         self._prior_noise = _takes_noise(rssm_prior.module)
         self._post_noise = _takes_noise(rssm_posterior.module)
+        self._fused = self._fusable(prior_in, post_in, written)
         self._compiled: Step | None = None
+
+    def _fusable(self, prior_in: list, post_in: list, written: list) -> bool:
+        """Gaussian prior and posterior wired as usual: the fused path applies."""
+        if not (
+            type(self.rssm_prior.module) is RSSMPrior
+            and type(self.rssm_posterior.module) is RSSMPosterior
+        ):
+            return False
+        p_out = written[: len(self.rssm_prior.out_keys)]
+        q_out = written[len(p_out) :]
+        return (
+            len(prior_in) == 3
+            and len(p_out) == 4
+            and len(post_in) == 2
+            and len(q_out) == 3
+            and post_in[0] == p_out[3]  # the posterior reads the new belief
+            and unravel_key(("next", prior_in[0])) == q_out[2]  # the state is carried
+            and unravel_key(("next", prior_in[1])) == p_out[3]  # the belief is carried
+            and prior_in[2] not in written
+            and post_in[1] not in written
+        )
 
     # ------------------------------------------------------------------ one step on tensors
     def _step(
@@ -134,12 +160,27 @@ class RSSMRollout(TensorDictModuleBase):
         outputs = carry + tuple(values[k] for k in self._written_keys)
         return next_carry, outputs
 
+    def _fused_step(
+        self, carry: tuple[torch.Tensor, ...], inputs: tuple[torch.Tensor, ...]
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """The step of the fused path: belief update and posterior only.
+
+        The action and embedding shares of the first layers come precomputed for the whole
+        sequence; the prior head runs once on all beliefs after the loop.
+        """
+        prior, post = self.rssm_prior.module, self.rssm_posterior.module
+        action_projection, embedding_projection, noise = inputs
+        belief = prior.advance(carry[0], carry[1], action_projection)  # [*B, H]
+        mean, std, state = post.sample_from(belief, embedding_projection, noise)  # [*B, S] x 3
+        return (state, belief), (*carry, belief, mean, std, state)
+
     def _step_fn(self) -> Step:
+        step = self._fused_step if self._fused else self._step
         if not self.compile_step:
-            return self._step
+            return step
         if self._compiled is None:
             self._compiled = torch.compile(
-                self._step, backend=self.compile_backend, mode=self.compile_mode
+                step, backend=self.compile_backend, mode=self.compile_mode
             )
         return self._compiled
 
@@ -159,13 +200,46 @@ class RSSMRollout(TensorDictModuleBase):
     ) -> list[torch.Tensor]:
         from torch._higher_order_ops.scan import scan
 
+        step = self._fused_step if self._fused else self._step
+
         def combine(c: list[torch.Tensor], x: list[torch.Tensor]) -> Any:
-            nxt, out = self._step(tuple(c), tuple(x))
+            nxt, out = step(tuple(c), tuple(x))
             # scan forbids outputs that alias its inputs or each other
             return [n.clone() for n in nxt], [o.clone() for o in out]
 
         _, ys = scan(combine, [c.contiguous() for c in carry], [x.contiguous() for x in xs])
         return list(ys)  # each [T, *B, ...]
+
+    def _run(self, carry: tuple[torch.Tensor, ...], xs: list[torch.Tensor], T: int) -> list:
+        return self._scan(carry, tuple(xs)) if self.use_scan else self._loop(carry, tuple(xs), T)
+
+    def _forward_fused(
+        self, tensordict: TensorDictBase, carry: tuple[torch.Tensor, ...], nb: int
+    ) -> dict[NestedKey, torch.Tensor]:
+        prior, post = self.rssm_prior.module, self.rssm_posterior.module
+        p_in = [unravel_key(k) for k in self.rssm_prior.in_keys]
+        p_out = [unravel_key(k) for k in self.rssm_prior.out_keys]
+        q_in = [unravel_key(k) for k in self.rssm_posterior.in_keys]
+        q_out = [unravel_key(k) for k in self.rssm_posterior.out_keys]
+        action = tensordict.get(p_in[2]).movedim(nb, 0)  # [T, *B, A]
+        embedding = tensordict.get(q_in[1]).movedim(nb, 0)  # [T, *B, E]
+        check_inputs(
+            state=(carry[0], prior.state_dim),
+            belief=(carry[1], prior.rnn_hidden_dim),
+            action=(action[0], prior.action_dim),
+            obs_embedding=(embedding[0], post.obs_embed_dim),
+        )
+        T, batch = action.shape[0], carry[0].shape[:-1]
+        noise_p = prior.sample_noise((T, *batch), carry[0])  # [T, *B, S]
+        noise_q = post.sample_noise((T, *batch), carry[0])  # [T, *B, S]
+        xs = [prior.project_action(action), post.project_embedding(embedding), noise_q]
+        s_in, h_in, h, q_mean, q_std, s = self._run(carry, xs, T)  # each [T, *B, D]
+        p_mean, p_std = prior.distribution(h)  # [T, *B, S] x 2
+        p_sample = gaussian_rsample(p_mean, p_std, noise_p)  # [T, *B, S]
+        values = dict(zip(p_in[:2], (s_in, h_in)))
+        values.update(zip(p_out, (p_mean, p_std, p_sample, h)))
+        values.update(zip(q_out, (q_mean, q_std, s)))
+        return values
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         if tensordict.batch_dims < 1:
@@ -174,16 +248,21 @@ class RSSMRollout(TensorDictModuleBase):
         T = tensordict.batch_size[-1]
         batch = tensordict.batch_size[:-1]
         carry = tuple(tensordict.get(k).select(nb, 0) for k in self._carry_keys)  # each [*B, D]
-        xs = [tensordict.get(k).movedim(nb, 0) for k in self._input_keys]  # each [T, *B, D]
-        like = carry[0] if carry else xs[0]
-        for td_module, has_noise in (
-            (self.rssm_prior, self._prior_noise),
-            (self.rssm_posterior, self._post_noise),
-        ):
-            if has_noise:
-                xs.append(td_module.module.sample_noise((T, *batch), like))  # [T, *B, S]
-        ys = self._scan(carry, tuple(xs)) if self.use_scan else self._loop(carry, tuple(xs), T)
+        if self._fused:
+            values = self._forward_fused(tensordict, carry, nb)
+        else:
+            xs = [tensordict.get(k).movedim(nb, 0) for k in self._input_keys]  # each [T, *B, D]
+            like = carry[0] if carry else xs[0]
+            for td_module, has_noise in (
+                (self.rssm_prior, self._prior_noise),
+                (self.rssm_posterior, self._post_noise),
+            ):
+                if has_noise:
+                    xs.append(td_module.module.sample_noise((T, *batch), like))  # [T, *B, S]
+            ys = self._run(carry, xs, T)
+            values = dict(zip([*self._carry_keys, *self._written_keys], ys))
         out = tensordict.copy()
-        for key, y in zip([*self._carry_keys, *self._written_keys], ys):
-            out.set(key, y.movedim(0, nb))  # [*B, T, D]
+        for key, y in values.items():
+            if key != "_":
+                out.set(key, y.movedim(0, nb))  # [*B, T, D]
         return out
