@@ -285,6 +285,24 @@ def test_records_separate_evaluation_from_training_and_the_random_baseline():
     assert agent.summary().startswith("env steps: 24")
 
 
+def test_agent_runs_on_a_user_environment_with_float_frames():
+    from torchrl.envs import ActionScaling, Compose, ToTensorImage, TransformedEnv
+
+    from wmrl.envs.tasks import CartPoleSwingUp
+
+    def env_fn(batch_size, seed):  # 40-step episodes, frames already float [3, 64, 64]
+        base = CartPoleSwingUp(batch_size=batch_size, from_pixels=True, pixels_only=True,
+                               seed=seed)  # fmt: skip
+        return TransformedEnv(base, Compose(ToTensorImage(in_keys=["pixels"]), ActionScaling()))
+
+    agent = Dreamer(_cfg(pixels=True, env_steps=24), env_fn=env_fn)
+    agent.run()
+    assert agent.env_steps == 24 and len(agent.replay) == 24  # truncated at 12 agent steps
+    assert agent.replay.buffer.storage[0]["pixels"].shape == (3, 64, 64)
+    assert agent.replay.sample()["next", "pixels"].dtype == torch.float32
+    assert [r.policy for r in agent.records] == ["random", "agent"]
+
+
 def test_train_ratio_sets_the_number_of_updates():
     # 12-step episodes, batches of 2 x 8 = 16 replayed steps: ratio 16 -> 12 updates per episode
     agent = Dreamer(_cfg(state_dim=2, env_steps=36, pretrain_updates=3, train_ratio=16.0,

@@ -47,7 +47,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -56,7 +56,8 @@ from typing import Any
 import torch
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector, MultiSyncCollector, RandomPolicy
-from torchrl.envs import TransformedEnv
+from torchrl.data import Unbounded
+from torchrl.envs import EnvBase, StepCounter, TensorDictPrimer, TransformedEnv
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from tqdm.auto import tqdm
 
@@ -75,7 +76,7 @@ from wmrl.rssm import DreamerModelLoss, DreamerV3ModelLoss, DreamerV3ValueLoss, 
 from wmrl.rssm.imagination import frozen
 from wmrl.search import PolicySearch
 
-__all__ = ["DreamerConfig", "Dreamer", "EvalRecord", "make_agent_env"]
+__all__ = ["DreamerConfig", "Dreamer", "EvalRecord", "make_agent_env", "wrap_agent_env"]
 
 
 @dataclass
@@ -255,16 +256,33 @@ def make_agent_env(
 ) -> TransformedEnv:
     """:func:`~wmrl.agents.envs.make_env` plus the zero-at-reset recurrent entries of the
     agent's policy (``state``, ``belief``, ``prev_action`` of sizes ``primer_sizes``)."""
-    from torchrl.data import Unbounded
-    from torchrl.envs import TensorDictPrimer
-
     env = make_env(task, pixels=pixels, batch_size=batch_size, max_steps=max_steps,
                    action_repeat=action_repeat, seed=seed, device=device)  # fmt: skip
-    S, H, A = primer_sizes
-    env.append_transform(
-        TensorDictPrimer(state=Unbounded(S), belief=Unbounded(H), prev_action=Unbounded(A),
-                         default_value=0.0, expand_specs=True)  # fmt: skip
-    )
+    env.append_transform(_primer(primer_sizes))
+    return env
+
+
+def _primer(sizes: tuple[int, int, int]) -> TensorDictPrimer:
+    S, H, A = sizes
+    return TensorDictPrimer(state=Unbounded(S), belief=Unbounded(H), prev_action=Unbounded(A),
+                            default_value=0.0, expand_specs=True)  # fmt: skip
+
+
+def wrap_agent_env(
+    env_fn: Callable[[list[int], int], EnvBase],
+    batch_size: list[int],
+    seed: int,
+    *,
+    episode_len: int,
+    primer_sizes: tuple[int, int, int],
+) -> TransformedEnv:
+    """A user's environment ``env_fn(batch_size, seed)`` for the agent: episodes truncated at
+    ``episode_len`` steps (TorchRL's ``StepCounter``) and the policy's recurrent entries."""
+    env = env_fn(batch_size, seed)
+    if not isinstance(env, TransformedEnv):
+        env = TransformedEnv(env)
+    env.append_transform(StepCounter(max_steps=episode_len))
+    env.append_transform(_primer(primer_sizes))
     return env
 
 
@@ -277,6 +295,11 @@ class Dreamer:
             the replay; nothing else is written). Data-parallel ranks ``> 0`` write under
             ``out_dir/rank<k>``.
         logger: a TorchRL logger (``log_scalar(name, value, step)``); optional.
+        env_fn: ``(batch_size, seed) -> EnvBase`` building the real environment instead of
+            ``config.task`` (any TorchRL environment with actions in ``[-1, 1]`` and
+            ``"pixels"`` frames — ``uint8 [*B, 64, 64, 3]`` or ``float [*B, 3, 64, 64]`` — or a
+            vector ``"observation"``, as ``config.pixels`` says); its episodes are truncated at
+            ``max_steps / action_repeat`` steps. With ``collector_workers > 1`` it must pickle.
 
     Example:
         >>> cfg = DreamerConfig.preset("debug", task="pendulum-swingup", pixels=True)
@@ -285,9 +308,14 @@ class Dreamer:
     """
 
     def __init__(
-        self, config: DreamerConfig, out_dir: str | Path | None = None, logger: Any = None
+        self,
+        config: DreamerConfig,
+        out_dir: str | Path | None = None,
+        logger: Any = None,
+        env_fn: Callable[[list[int], int], EnvBase] | None = None,
     ) -> None:
         config.validate()
+        self.user_env_fn = env_fn
         self.config = c = config
         if c.distributed:
             self.dist = init_distributed(device=None if c.device == "auto" else c.device)
@@ -310,8 +338,11 @@ class Dreamer:
         self.obs_key = "pixels" if c.pixels else "observation"
         self.episode_len = episode_length(c.task, c.max_steps, c.action_repeat)
 
-        probe = make_env(c.task, pixels=c.pixels, max_steps=c.max_steps,
-                         action_repeat=c.action_repeat, seed=c.seed)  # fmt: skip
+        if env_fn is None:
+            probe = make_env(c.task, pixels=c.pixels, max_steps=c.max_steps,
+                             action_repeat=c.action_repeat, seed=c.seed)  # fmt: skip
+        else:
+            probe = env_fn([], c.seed)
         self.action_dim = int(probe.action_spec.shape[-1])
         obs_dim = None if c.pixels else int(probe.observation_spec[self.obs_key].shape[-1])
         probe.close()
@@ -403,6 +434,9 @@ class Dreamer:
 
     def _env_fn(self, batch_size: list[int], seed: int) -> Any:
         c = self.config
+        if self.user_env_fn is not None:
+            return partial(wrap_agent_env, self.user_env_fn, batch_size, seed,
+                           episode_len=self.episode_len, primer_sizes=self._primer_sizes)
         return partial(
             make_agent_env, c.task, pixels=c.pixels, batch_size=batch_size,
             max_steps=c.max_steps, action_repeat=c.action_repeat, seed=seed,
@@ -417,7 +451,8 @@ class Dreamer:
         c = self.config
         per_batch = c.num_envs * c.collector_workers * self.episode_len
         random_frames = max(0, self._prefill_steps() - self.agent_steps) or None
-        kwargs = dict(frames_per_batch=per_batch, total_frames=-1,
+        # every batch row ends with done (also for environments that end episodes early)
+        kwargs = dict(frames_per_batch=per_batch, total_frames=-1, set_truncated=True,
                       init_random_frames=random_frames, storing_device="cpu",
                       auto_register_policy_transforms=False)  # fmt: skip
         if c.collector_workers == 1:
@@ -575,6 +610,9 @@ class Dreamer:
         finally:
             bar.close()
             self.close()
+        last = [r for r in self.records if r.policy == "agent"]
+        if self.env_steps and (not last or last[-1].env_steps != self.env_steps):
+            self.evaluate()  # stopped by the wall-time budget: evaluate where it stopped
         if self.out_dir is not None:
             self.save()
         return self.records
@@ -637,13 +675,19 @@ class Dreamer:
             self.replay.load(self.run_dir / state["replay"])
 
     @classmethod
-    def resume(cls, out_dir: str | Path, logger: Any = None, **overrides: Any) -> Dreamer:
+    def resume(
+        cls,
+        out_dir: str | Path,
+        logger: Any = None,
+        env_fn: Callable[[list[int], int], EnvBase] | None = None,
+        **overrides: Any,
+    ) -> Dreamer:
         """Rebuild an agent from its checkpoint (config overrides allowed, e.g. a larger
         ``env_steps``). Under ``torchrun`` every rank reads its own checkpoint."""
         out_dir = Path(out_dir)
         state = load_checkpoint(out_dir / "checkpoint.pt")
         config = DreamerConfig(**{**state["config"], **overrides})
-        agent = cls(config, out_dir=out_dir, logger=logger)
+        agent = cls(config, out_dir=out_dir, logger=logger, env_fn=env_fn)
         if agent.run_dir != out_dir:
             state = load_checkpoint(agent.run_dir / "checkpoint.pt")
         agent.load_state_dict(state)

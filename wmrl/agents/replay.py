@@ -7,7 +7,7 @@ once: its observation ``o_t``, action ``a_t``, reward ``r_{t+1}`` and done flag;
 ``T + 1`` steps gives the ``T`` transitions ``(a_t, r_{t+1}, o_{t+1})`` of a training sequence
 (the next observation is the following step's), so frames are not stored twice. ``uint8`` frames
 stay ``uint8`` on disk and become ``float [3, 64, 64]`` in ``[0, 1]`` at sampling (TorchRL's
-``ToTensorImage`` as the buffer's transform).
+``ToTensorImage``).
 
 :meth:`SequenceReplay.save` / :meth:`load` copy the buffer (storage, writer cursor) to and from a
 directory with the buffer's own ``dumps`` / ``loads``.
@@ -71,7 +71,7 @@ class SequenceReplay:
         self.keys = [obs_key, "action", ("next", "reward"), ("next", "done")]
         self.scratch_dir = Path(scratch_dir)
         shutil.rmtree(self.scratch_dir, ignore_errors=True)
-        transform = ToTensorImage(in_keys=[obs_key]) if obs_key == "pixels" else None
+        self.to_image = ToTensorImage(in_keys=[obs_key]) if obs_key == "pixels" else None
         self.buffer = TensorDictReplayBuffer(
             storage=LazyMemmapStorage(capacity, scratch_dir=self.scratch_dir),
             sampler=SliceSampler(
@@ -82,7 +82,6 @@ class SequenceReplay:
                 init_key=None,
             ),
             batch_size=batch_size * (seq_len + 1),
-            transform=transform,
         )
 
     def __len__(self) -> int:
@@ -105,6 +104,8 @@ class SequenceReplay:
         flat = self.buffer.sample()  # [B * (T + 1)]
         seq = flat.reshape(B, T + 1)
         obs = seq.get(self.obs_key)  # [B, T + 1, ...]
+        if self.to_image is not None and not obs.is_floating_point():
+            obs = self.to_image._apply_transform(obs)  # [B, T + 1, 3, H, W] in [0, 1]
         out = TensorDict(
             {
                 "action": seq.get("action")[:, :T],  # [B, T, A]
