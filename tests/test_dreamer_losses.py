@@ -363,3 +363,25 @@ def test_losses_chain_on_a_real_rssm():
     assert fake.batch_size == (2, 4, 3)
     assert all(p.grad is not None for p in m.actor.parameters())
     assert all(p.grad is None for p in m.prior.parameters())
+
+
+def test_losses_are_float32_under_bf16_autocast():
+    from wmrl.rssm.assemble import make_dreamer
+
+    m = make_dreamer(2, channels=4, state_dim=3, rnn_hidden_dim=8, hidden_dim=8, mlp_cells=8,
+                     actor_depth=1, actor_cells=8)  # fmt: skip
+    data = sequences()
+    torch.manual_seed(0)
+    ref, latent = DreamerModelLoss(m.world_model)(data)
+    torch.manual_seed(0)
+    with torch.autocast("cpu", torch.bfloat16):
+        out, _ = DreamerModelLoss(m.world_model)(data)
+    for key in ref.keys():
+        assert out[key].dtype == torch.float32
+        torch.testing.assert_close(out[key], ref[key], rtol=0.05, atol=0.05)
+    start = latent.get("next").select("state", "belief")
+    with torch.autocast("cpu", torch.bfloat16):
+        actor_td, fake = DreamerActorLoss(m.actor, m.value, m.model_based_env, 3)(start)
+        value_td, _ = DreamerValueLoss(m.value)(fake)
+    assert fake["lambda_target"].dtype == torch.float32
+    assert actor_td["loss_actor"].dtype == value_td["loss_value"].dtype == torch.float32

@@ -162,15 +162,16 @@ class DreamerModelLoss(LossModule):
         td.rename_key_(("next", keys.reward), ("next", keys.true_reward))
         td = self.world_model(td)
         nxt = td.get("next")
-        params = [nxt.get(k) for k in (keys.posterior_mean, keys.posterior_std)]
-        params += [nxt.get(k) for k in (keys.prior_mean, keys.prior_std)]
+        # losses in float32, also under bfloat16 autocast
+        params = [nxt.get(k).float() for k in (keys.posterior_mean, keys.posterior_std)]
+        params += [nxt.get(k).float() for k in (keys.prior_mean, keys.prior_std)]
         if len({p.shape for p in params}) != 1:
             raise ValueError(
                 "prior and posterior parameters must have one shape, got "
                 f"{[tuple(p.shape) for p in params]}"
             )
         kl = gaussian_kl(*params)  # [*B, T, S]
-        kl = reduce_kl(kl.float(), self.free_nats, self.delayed_clamp, self.global_average)
+        kl = reduce_kl(kl, self.free_nats, self.delayed_clamp, self.global_average)
 
         pixels = nxt.get(keys.pixels)
         reco = pointwise_distance(
@@ -293,8 +294,8 @@ class DreamerActorLoss(LossModule):
         )
         next_value = evaluate_values(
             self.value_model, fake.get("next"), keys.value, frozen_params=True
-        )  # [*B, H, 1]
-        reward = fake.get(("next", keys.reward))  # [*B, H, 1]
+        ).float()  # [*B, H, 1]
+        reward = fake.get(("next", keys.reward)).float()  # [*B, H, 1]
         target = lambda_targets(self.value_estimator, reward, next_value, self._estimator_keys())
         fake.set("lambda_target", target)
         return fake
@@ -360,8 +361,8 @@ class DreamerValueLoss(LossModule):
         target = fake_data.get(self.tensor_keys.lambda_target)  # [*B, H, 1]
         value = evaluate_values(
             self.value_model, fake_data, self.tensor_keys.value, frozen_params=False
-        )  # [*B, H, 1]
-        loss = pointwise_distance(value, target.to(value.dtype), self.value_loss)  # [*B, H, 1]
+        ).float()  # [*B, H, 1]
+        loss = pointwise_distance(value, target.float(), self.value_loss)  # [*B, H, 1]
         if self.discount_loss:
             loss = loss * cumulative_discount(loss, self.gamma)  # [*B, H, 1]
         return TensorDict(loss_value=loss.sum((-2, -1)).mean()), fake_data

@@ -143,7 +143,7 @@ def lambda_targets(
     """Value targets ``[*B, H, 1]`` from rewards ``r_t`` and values ``v(s_{t+1})`` ``[*B, H, 1]``.
 
     Imagination never terminates, so ``done`` and ``terminated`` are all false and the last
-    target bootstraps from ``v(s_H)``.
+    target bootstraps from ``v(s_H)``. Computed with autocast disabled.
     """
     if reward.shape != next_value.shape:
         raise ValueError(
@@ -159,4 +159,5 @@ def lambda_targets(
         },
         batch_size=reward.shape[:-1],
     )
-    return estimator.value_estimate(td, next_value=next_value)  # [*B, H, 1]
+    with torch.autocast(device_type=reward.device.type, enabled=False):  # float32 returns
+        return estimator.value_estimate(td, next_value=next_value)  # [*B, H, 1]
