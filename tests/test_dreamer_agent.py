@@ -166,8 +166,14 @@ def test_replay_pixels_become_float_images_and_bad_input_is_rejected(tmp_path):
     a = batch["action"][..., 0]
     expected = (10 * (a % 1000 + 1) + a // 1000) / 255  # the code of the next step
     torch.testing.assert_close(px[:, :, 1, 2, 3], expected)
-    with pytest.raises(ValueError, match="whole episode"):
-        rb.extend(_episodes(0, 1, 5)[:, :4])
+    # a row that is a piece of an episode ends there: no sequence runs into the next row
+    rb2 = SequenceReplay(40, 3, 64, "observation", tmp_path / "rows", episode_length=5)
+    rb2.extend(_episodes(0, 1, 5)[:, :4])
+    rb2.extend(_episodes(1, 1, 5))
+    a = rb2.sample()["action"][..., 0]  # [64, 3]
+    assert (a // 1000 == a[:, :1] // 1000).all()
+    with pytest.raises(ValueError, match="trajectories"):
+        rb2.extend(_episodes(0, 1, 5)[0])
     with pytest.raises(ValueError, match="too short"):
         SequenceReplay(40, 5, 2, "pixels", tmp_path / "x", episode_length=5)
 

@@ -451,8 +451,7 @@ class Dreamer:
         c = self.config
         per_batch = c.num_envs * c.collector_workers * self.episode_len
         random_frames = max(0, self._prefill_steps() - self.agent_steps) or None
-        # every batch row ends with done (also for environments that end episodes early)
-        kwargs = dict(frames_per_batch=per_batch, total_frames=-1, set_truncated=True,
+        kwargs = dict(frames_per_batch=per_batch, total_frames=-1,
                       init_random_frames=random_frames, storing_device="cpu",
                       auto_register_policy_transforms=False)  # fmt: skip
         if c.collector_workers == 1:

@@ -2,7 +2,8 @@
 
 Whole episodes are appended to a ``LazyMemmapStorage`` (memory-mapped files in a scratch
 directory, a ring buffer of ``capacity`` steps) and training sequences are drawn with TorchRL's
-``SliceSampler``, which never crosses an episode end (``("next", "done")``). Each step is stored
+``SliceSampler``, which never crosses an episode end (``("next", "done")``, also set at the end
+of every appended row). Each step is stored
 once: its observation ``o_t``, action ``a_t``, reward ``r_{t+1}`` and done flag; a slice of
 ``T + 1`` steps gives the ``T`` transitions ``(a_t, r_{t+1}, o_{t+1})`` of a training sequence
 (the next observation is the following step's), so frames are not stored twice. ``uint8`` frames
@@ -88,13 +89,13 @@ class SequenceReplay:
         return len(self.buffer)
 
     def extend(self, episodes: TensorDictBase) -> None:
-        """Append whole episodes ``[N, L]`` (each row one episode ending with ``done``)."""
+        """Append trajectories ``[N, L]``, one per row (episodes, or pieces of episodes whose
+        last step is then marked ``done``: a sequence never runs past the end of a row)."""
         if episodes.batch_dims != 2:
-            raise ValueError(f"expected episodes [N, L], got batch size {episodes.batch_size}")
-        done = episodes.get(("next", "done"))
-        if not bool(done[:, -1].all()):
-            raise ValueError("every row must be a whole episode ending with ('next', 'done')")
-        data = episodes.select(*self.keys).to("cpu")
+            raise ValueError(f"expected trajectories [N, L], got batch size {episodes.batch_size}")
+        data = episodes.select(*self.keys).to("cpu").clone()
+        done = data.get(("next", "done"))  # [N, L, 1]
+        done[:, -1] = True
         data.set(("next", "reward"), data.get(("next", "reward")).float())
         self.buffer.extend(data.reshape(-1))
 
