@@ -21,7 +21,7 @@ likelihood's pull grows with ``n``). Optimisation runs on standardised data (inp
 scaled per dimension, targets divided by their root mean square, which keeps the zero-mean model
 unchanged) and the hyper-parameters are mapped back exactly: ``ℓ ← ℓ·s_x``, ``α² ← α²·s_y²``,
 ``σ² ← σ²·s_y²``. Random restarts are optimised on a random subset of the data; the best of them
-(by the full-data objective) is refined on all the data.
+(by the full-data objective) and the data-driven start are refined on all the data.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ _CURB_POWER = 30
 #: noise std floor relative to the target scale, and absolute
 _NOISE_FLOOR_REL = 1e-4
 _NOISE_FLOOR_ABS = 1e-6
+#: L-BFGS iterations on all data before choosing between the best restart and the default start
+_SHORTLIST_ITER = 15
 
 
 @dataclass
@@ -400,9 +402,10 @@ def fit_hyperparameters(
     The initialisation is data-driven (length-scales = input std, signal variance = mean square
     of the targets, noise = 1% of it); ``restarts - 1`` more starts perturb it in log space, and
     ``init`` (e.g. a previous fit) is one more. All starts are optimised together with L-BFGS on
-    a random subset of ``restart_subset`` points; per output the start with the best objective on
-    all data is then refined on all data. The noise std is floored at
-    ``max(1e-4 · rms(y), 1e-6)``.
+    a random subset of ``restart_subset`` points; per output the one with the best objective on
+    all data is then refined on all data, together with the data-driven start (a small subset
+    favours simpler fits, a local optimum on all data), and the better of the two is kept. The
+    noise std is floored at ``max(1e-4 · rms(y), 1e-6)``.
 
     Args:
         inputs: ``[n, Din]``.
@@ -455,12 +458,17 @@ def fit_hyperparameters(
 
     if n > restart_subset:
         idx = torch.randperm(n, generator=generator)[:restart_subset].to(dev)  # [restart_subset]
-        theta, _ = _lbfgs(theta, X[idx], Y[idx], floor, max_iter, ls_max, snr_max)
+        theta_sub, _ = _lbfgs(theta, X[idx], Y[idx], floor, max_iter, ls_max, snr_max)
         with torch.no_grad():
-            nlml, pen = _objective(theta, X, Y, floor, ls_max, snr_max)  # [R, E]
+            nlml, pen = _objective(theta_sub, X, Y, floor, ls_max, snr_max)  # [R, E]
         restart_val = nlml + pen  # [R, E]
         best = restart_val.argmin(0)  # [E]
-        start = theta[best, torch.arange(E, device=dev)]  # [E, Din+2]
+        # refine the best restart and, against the subset's bias to simpler fits, the
+        # data-driven start on all data; a short joint run picks one of the two per output
+        starts = torch.stack([theta_sub[best, torch.arange(E, device=dev)], theta[0]])
+        theta_ref, val_ref = _lbfgs(starts, X, Y, floor, min(max_iter, _SHORTLIST_ITER), ls_max,
+                                    snr_max)  # [2, E, Din+2], [2, E]
+        start = theta_ref[val_ref.argmin(0), torch.arange(E, device=dev)]  # [E, Din+2]
         theta_b, _ = _lbfgs(start[None], X, Y, floor, max_iter, ls_max, snr_max)
         theta_b = theta_b[0]  # [E, Din+2]
     else:
