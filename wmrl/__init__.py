@@ -8,6 +8,8 @@ The names of TorchRL's model-based pages are importable from here (``from wmrl i
 GPWorldModel, DreamerModelLoss, ImaginedEnv, ...``).
 """
 
+from wmrl.agents.dreamer import Dreamer, DreamerConfig
+from wmrl.agents.pilco import PILCO, PILCOConfig
 from wmrl.control import LinearController, PointPolicy, RBFController, SquashedController
 from wmrl.costs import ExponentialQuadraticCost
 from wmrl.envs import (
@@ -73,6 +75,11 @@ __all__ = [
     "symexp",
     "two_hot_encode",
     "two_hot_decode",
+    # agents
+    "PILCO",
+    "PILCOConfig",
+    "Dreamer",
+    "DreamerConfig",
     # environments
     "ModelBasedEnvBase",
     "WorldModelEnv",
