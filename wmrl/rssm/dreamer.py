@@ -178,7 +178,7 @@ class DreamerModelLoss(LossModule):
             pixels, nxt.get(keys.reco_pixels).to(pixels.dtype), self.reco_loss
         )
         if not self.global_average:
-            reco = reco.flatten(td.batch_dims).sum(-1)  # [*B, T]
+            reco = reco.sum(tuple(range(td.batch_dims, reco.dim())))  # [*B, T]
         reco = reco.mean()
 
         true_reward = nxt.get(keys.true_reward)

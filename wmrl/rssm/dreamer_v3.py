@@ -59,7 +59,7 @@ _KL_MODES = ("separate", "balanced")
 def _sum_features(x: torch.Tensor, batch_dims: int, global_average: bool) -> torch.Tensor:
     """Mean over all elements, or sum over the non-batch dimensions then mean."""
     if not global_average:
-        x = x.flatten(batch_dims).sum(-1)  # [*B]
+        x = x.sum(tuple(range(batch_dims, x.dim())))  # [*B]
     return x.mean()
 
 

@@ -217,10 +217,11 @@ def pointwise_distance(a: torch.Tensor, b: torch.Tensor, kind: str = "l2") -> to
     """
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    # torch's fused losses keep only their inputs for the backward pass
     if kind == "l2":
-        return (a - b).square()  # [*B]
+        return F.mse_loss(a, b, reduction="none")  # [*B]
     if kind == "l1":
-        return (a - b).abs()  # [*B]
+        return F.l1_loss(a, b, reduction="none")  # [*B]
     if kind == "smooth_l1":
         return F.smooth_l1_loss(a, b, reduction="none")  # [*B]
     raise ValueError(f"unknown distance {kind!r}; expected one of {DISTANCES}")
