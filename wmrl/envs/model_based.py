@@ -15,12 +15,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torchrl.data import Composite, TensorSpec, Unbounded
 from torchrl.envs import EnvBase
@@ -28,9 +27,6 @@ from torchrl.envs import EnvBase
 from wmrl.protocol import GAUSSIAN_ACTION_KEYS, GAUSSIAN_STATE_KEYS, next_key
 
 __all__ = ["ModelBasedEnvBase", "WorldModelEnv", "ImaginedEnv"]
-
-RewardFn = Callable[[TensorDictBase], torch.Tensor]
-
 
 def _as_size(batch_size: int | Sequence[int] | torch.Size | None) -> torch.Size | None:
     if batch_size is None:
@@ -368,12 +364,3 @@ class ImaginedEnv(ModelBasedEnvBase):
             {"observation": {"mean": mean, "var": var}}, batch_size=batch, device=self.device
         )
         return out.update(self._done_entries(batch))
-
-
-def imagined_reward_sum(trajectory: TensorDictBase) -> torch.Tensor:
-    """Sum of imagined rewards over time: ``[*B, T, 1]`` -> ``[*B]``."""
-    return trajectory.get(("next", "reward")).sum(dim=(-2, -1))
-
-
-# keep the helper out of the public API but importable
-_ = (TensorDictModuleBase, RewardFn)
