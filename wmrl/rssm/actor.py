@@ -16,6 +16,8 @@ from tensordict.nn.probabilistic import interaction_type
 from torch import nn
 from torch.nn import functional as F
 
+from wmrl.rssm.heads import DenseHead
+
 __all__ = ["DreamerActor", "TanhNormalSample", "tanh_normal_rsample", "biased_softplus_scale"]
 
 
@@ -81,13 +83,8 @@ class DreamerActor(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        width = in_features
-        for _ in range(depth):
-            layers += [nn.Linear(width, num_cells, device=device), activation_class()]
-            width = num_cells
-        layers.append(nn.Linear(width, 2 * out_features, device=device))
-        self.backbone = nn.Sequential(*layers)
+        mlp = DenseHead(in_features, 2 * out_features, depth, num_cells, activation_class, device)
+        self.backbone = mlp.net
         self.std_bias, self.std_min_val = std_bias, std_min_val
 
     def forward(

@@ -17,7 +17,7 @@ from torch import nn
 
 from wmrl.rssm.twohot import symlog
 
-__all__ = ["DenseHead", "DreamerV3MLP", "make_norm", "NORMS"]
+__all__ = ["DenseHead", "DreamerV3MLP", "make_norm", "concat_inputs", "NORMS"]
 
 #: normalisations accepted by :func:`make_norm`
 NORMS = ("layer", "rms", None)
@@ -34,6 +34,14 @@ def make_norm(
     if norm is None:
         return nn.Identity()
     raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+
+
+def concat_inputs(inputs: tuple[torch.Tensor, ...], in_features: int) -> torch.Tensor:
+    """The inputs concatenated on the last dimension, ``[*B, in_features]``, or a ValueError."""
+    x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)  # [*B, in]
+    if x.shape[-1] != in_features:
+        raise ValueError(f"inputs have {x.shape[-1]} features, expected {in_features}")
+    return x
 
 
 class DenseHead(nn.Module):
@@ -73,10 +81,7 @@ class DenseHead(nn.Module):
         self.in_features = in_features
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)  # [*B, in]
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"inputs have {x.shape[-1]} features, expected {self.in_features}")
-        return self.net(x)  # [*B, out]
+        return self.net(concat_inputs(inputs, self.in_features))  # [*B, out]
 
 
 class DreamerV3MLP(nn.Module):
@@ -128,9 +133,7 @@ class DreamerV3MLP(nn.Module):
         self.in_features, self.symlog_inputs = in_features, symlog_inputs
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)  # [*B, in]
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"inputs have {x.shape[-1]} features, expected {self.in_features}")
+        x = concat_inputs(inputs, self.in_features)  # [*B, in]
         if self.symlog_inputs:
             x = symlog(x)  # [*B, in]
         return self.net(x)  # [*B, out]
