@@ -45,8 +45,12 @@ class RSSMRollout(TensorDictModuleBase):
     carried values each step started from (as TorchRL's ``RSSMRollout``).
 
     The per-step work is done on plain tensors (no TensorDict per step), and the Gaussian noise or
-    categorical uniforms of all steps are drawn before the loop, so the three execution modes
-    give the same outputs and gradients:
+    categorical uniforms of all steps are drawn before the loop (prior noise, then posterior
+    noise), so the three execution modes give the same outputs and gradients. With the Gaussian
+    :class:`~wmrl.rssm.prior.RSSMPrior` and :class:`~wmrl.rssm.posterior.RSSMPosterior` wired
+    as usual, the step is fused: the action's and the embedding's shares of the first layers are
+    computed for the whole sequence before the loop, and the prior head runs once on all beliefs
+    after it (same values as the step-by-step modules). The modes:
 
     * ``use_scan=False`` (default): a Python loop;
     * ``use_scan=True``: ``torch._higher_order_ops.scan`` (traceable by ``torch.compile``);
