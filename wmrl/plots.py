@@ -17,7 +17,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["plot_trial_costs", "plot_prediction", "plot_frame_strip"]
+__all__ = ["plot_trial_costs", "plot_prediction", "plot_frame_strip", "save_figure"]
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out ``fig``, write it as a PNG to ``path``, close it and return the path."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def plot_trial_costs(records: Sequence[Any], path: str | Path, title: str = "") -> Path:
@@ -47,11 +56,7 @@ def plot_trial_costs(records: Sequence[Any], path: str | Path, title: str = "") 
     ax.set_title(title or "PILCO: cost per trial")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_prediction(
@@ -98,11 +103,7 @@ def plot_prediction(
     axes[0][0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_frame_strip(
@@ -121,8 +122,4 @@ def plot_frame_strip(
             ax.set_title(f"{times[i]:.1f} s", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from tensordict import TensorDict, TensorDictBase  # noqa: E402
 
 from wmrl.agents.dreamer_modules import DreamerNets  # noqa: E402
+from wmrl.plots import save_figure  # noqa: E402
 
 __all__ = [
     "plot_learning_curve",
@@ -58,11 +59,7 @@ def plot_learning_curve(
     ax.set_title(title or "Dreamer: evaluation")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def _as_model_input(nets: DreamerNets, obs: torch.Tensor) -> torch.Tensor:
@@ -146,11 +143,7 @@ def plot_video_prediction(
     axes[1][0].set_ylabel("model", fontsize=8)
     fig.suptitle(title or f"open-loop prediction: {context} filtered frames, then the prior "
                  "alone (red)", fontsize=9)  # fmt: skip
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_state_prediction(
@@ -178,8 +171,4 @@ def plot_state_prediction(
         axes[d // cols][d % cols].axis("off")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title or "open-loop prediction of the observation", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
