@@ -44,7 +44,21 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Tensors come back on the CPU; a missing file raises ``FileNotFoundError``.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     p = save_checkpoint(Path(tmp) / "agent.pt", {"step": 7, "net": {"w": torch.eye(2)}})
+    ...     state = load_checkpoint(p)
+    >>> state["step"], state["net"]["w"].tolist()
+    (7, [[1.0, 0.0], [0.0, 1.0]])
+    >>> load_checkpoint(Path(tmp) / "agent.pt")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    FileNotFoundError: no checkpoint at ...agent.pt
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")

@@ -39,7 +39,17 @@ __all__ = [
 @dataclass(frozen=True)
 class DistributedInfo:
     """Where this process stands: ``rank`` of ``world_size``, its ``local_rank`` on the node and
-    the ``device`` it computes on."""
+    the ``device`` it computes on.
+
+    The defaults describe a single process on the CPU, as the agents use when not launched with
+    ``torchrun``:
+
+    >>> info = DistributedInfo()
+    >>> info.rank, info.world_size, info.device, info.is_main
+    (0, 1, device(type='cpu'), True)
+    >>> DistributedInfo(rank=2, world_size=4).is_main
+    False
+    """
 
     rank: int = 0
     world_size: int = 1
@@ -53,7 +63,11 @@ class DistributedInfo:
 
 
 def is_distributed() -> bool:
-    """Whether a ``torch.distributed`` process group with more than one process is running."""
+    """Whether a ``torch.distributed`` process group with more than one process is running.
+
+    >>> is_distributed()  # a plain Python process, not launched by torchrun
+    False
+    """
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
@@ -67,6 +81,15 @@ def init_distributed(backend: str | None = None, device: str | None = None) -> D
 
     Raises:
         ValueError: the environment variables are missing or the backend is unavailable.
+
+    Outside ``torchrun`` the rendezvous variables are missing, so the call refuses to guess:
+
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {}, clear=True):  # no torchrun variables
+    ...     init_distributed(device="cpu")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: distributed training needs [...] in the environment: launch with torchrun
     """
     needed = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
     missing = [k for k in needed if k not in os.environ]
@@ -96,6 +119,15 @@ def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     Gradients of one dtype and device are flattened into one buffer and reduced with one
     ``all_reduce``; parameters without a gradient on this process count as zero gradients, so
     every process must pass the same parameters in the same order.
+
+    In a single process the gradients are left as they are:
+
+    >>> net = torch.nn.Linear(2, 1)
+    >>> net(torch.ones(1, 2)).sum().backward()
+    >>> before = net.weight.grad.clone()
+    >>> average_gradients(net.parameters())
+    >>> torch.equal(net.weight.grad, before)
+    True
     """
     if not is_distributed():
         return
@@ -116,7 +148,17 @@ def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
 
 
 def broadcast_parameters(modules: Iterable[torch.nn.Module], src: int = 0) -> None:
-    """Copy every parameter and buffer of ``modules`` from process ``src`` to all the others."""
+    """Copy every parameter and buffer of ``modules`` from process ``src`` to all the others.
+
+    In a single process the parameters are left as they are:
+
+    >>> _ = torch.manual_seed(0)
+    >>> net = torch.nn.Linear(2, 1)
+    >>> before = net.weight.detach().clone()
+    >>> broadcast_parameters([net])
+    >>> torch.equal(net.weight, before)
+    True
+    """
     if not is_distributed():
         return
     for m in modules:
@@ -125,7 +167,12 @@ def broadcast_parameters(modules: Iterable[torch.nn.Module], src: int = 0) -> No
 
 
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` over the processes (``x`` itself in a single process)."""
+    """Mean of ``x`` over the processes (``x`` itself in a single process).
+
+    >>> x = torch.tensor([1.0, 3.0])
+    >>> all_reduce_mean(x) is x  # one process: the tensor itself, not a copy
+    True
+    """
     if not is_distributed():
         return x
     out = x.detach().clone()

@@ -119,6 +119,17 @@ class DreamerConfig:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         distributed: data-parallel training under ``torchrun``.
         progress: show a progress bar.
+
+    Example: the ``"debug"`` preset shrinks every size and budget (smoke tests), keyword
+    arguments override it, and :meth:`validate` rejects inconsistent settings.
+
+    >>> cfg = DreamerConfig.preset("debug", task="pendulum-swingup", pixels=True)
+    >>> cfg.max_steps, cfg.batch_size, cfg.seq_len, cfg.rnn_hidden_dim, cfg.device
+    (12, 2, 8, 8, 'cpu')
+    >>> DreamerConfig.preset("debug", seq_len=20).validate()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: episodes of 12 agent steps are too short for seq_len=20 (need seq_len + 1): ...
     """
 
     task: str = "cartpole-swingup"
@@ -193,15 +204,36 @@ class DreamerConfig:
         return cls(**{**presets[name], **overrides})
 
     def sizes(self) -> DreamerSizes:
+        """The network-size fields as a :class:`~wmrl.agents.dreamer_modules.DreamerSizes`.
+
+        >>> DreamerConfig.preset("debug").sizes().rnn_hidden_dim
+        8
+        """
         fields = {f.name for f in dataclasses.fields(DreamerSizes)}
         return DreamerSizes(**{k: v for k, v in dataclasses.asdict(self).items() if k in fields})
 
     def learning_rates(self) -> tuple[float, float, float]:
+        """``(model, actor, value)`` Adam learning rates, the version's defaults where ``None``.
+
+        >>> DreamerConfig(version=1).learning_rates()
+        (0.0006, 8e-05, 8e-05)
+        >>> DreamerConfig(version=3, actor_lr=1e-3).learning_rates()
+        (0.0001, 0.001, 3e-05)
+        """
         defaults = (6e-4, 8e-5, 8e-5) if self.version == 1 else (1e-4, 3e-5, 3e-5)
         given = (self.model_lr, self.actor_lr, self.value_lr)
         return tuple(d if g is None else g for g, d in zip(given, defaults))  # type: ignore
 
     def validate(self) -> None:
+        """Raise ``ValueError`` on an unknown choice, a non-positive size or budget, or episodes
+        shorter than ``seq_len + 1`` agent steps.
+
+        >>> DreamerConfig.preset("debug").validate()  # consistent: returns None
+        >>> DreamerConfig(precision="fp16").validate()
+        Traceback (most recent call last):
+            ...
+        ValueError: precision must be 'auto', 'bf16' or 'fp32', got 'fp16'
+        """
         if self.version not in (1, 3):
             raise ValueError(f"version must be 1 or 3, got {self.version}")
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -231,6 +263,14 @@ class EvalRecord:
     ``eval_return`` is the mean episode return; ``eval_cost_per_step`` is ``-return`` per
     environment step (the built-in tasks' cost in ``[0, 1]``). ``train_return`` is the mean return
     of the last collected (exploring) training episodes, for reference only.
+
+    >>> r = EvalRecord(env_steps=2000, updates=400, iteration=20, policy="agent",
+    ...                eval_return=-35.0, eval_cost_per_step=0.35, train_return=-40.0, wall_s=61.5)
+    >>> for part in Dreamer.describe(r).split("; "):  # the console line, in its three parts
+    ...     print(part)
+    step    2000 (agent): eval return  -35.00, cost/step 0.350
+    train return  -40.00
+    400 updates,    61.5 s
     """
 
     env_steps: int
@@ -255,7 +295,16 @@ def make_agent_env(
     device: str = "cpu",
 ) -> TransformedEnv:
     """:func:`~wmrl.agents.envs.make_env` plus the zero-at-reset recurrent entries of the
-    agent's policy (``state``, ``belief``, ``prev_action`` of sizes ``primer_sizes``)."""
+    agent's policy (``state``, ``belief``, ``prev_action`` of sizes ``primer_sizes``).
+
+    >>> env = make_agent_env("pendulum-swingup", pixels=False, batch_size=[2], max_steps=12,
+    ...                      action_repeat=1, seed=0, primer_sizes=(4, 8, 1))
+    >>> td = env.reset()
+    >>> td["state"].shape, td["belief"].shape, td["prev_action"].shape  # zeros at every reset
+    (torch.Size([2, 4]), torch.Size([2, 8]), torch.Size([2, 1]))
+    >>> bool((td["belief"] == 0).all())
+    True
+    """
     env = make_env(task, pixels=pixels, batch_size=batch_size, max_steps=max_steps,
                    action_repeat=action_repeat, seed=seed, device=device)  # fmt: skip
     env.append_transform(_primer(primer_sizes))
@@ -277,7 +326,16 @@ def wrap_agent_env(
     primer_sizes: tuple[int, int, int],
 ) -> TransformedEnv:
     """A user's environment ``env_fn(batch_size, seed)`` for the agent: episodes truncated at
-    ``episode_len`` steps (TorchRL's ``StepCounter``) and the policy's recurrent entries."""
+    ``episode_len`` steps (TorchRL's ``StepCounter``) and the policy's recurrent entries.
+
+    >>> def env_fn(batch_size, seed):  # any TorchRL env with actions in [-1, 1]
+    ...     return make_env("pendulum-swingup", pixels=False, batch_size=batch_size,
+    ...                     max_steps=100, seed=seed)
+    >>> env = wrap_agent_env(env_fn, [2], seed=0, episode_len=5, primer_sizes=(4, 8, 1))
+    >>> traj = env.rollout(100)  # truncated after 5 steps
+    >>> traj.batch_size, traj["belief"].shape
+    (torch.Size([2, 5]), torch.Size([2, 5, 8]))
+    """
     env = env_fn(batch_size, seed)
     if not isinstance(env, TransformedEnv):
         env = TransformedEnv(env)
@@ -618,6 +676,13 @@ class Dreamer:
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
+        """Everything a checkpoint holds except the replay: config, counters, evaluation
+        records, networks, return statistics, optimisers and RNG states.
+
+        >>> agent = Dreamer(DreamerConfig.preset("debug", task="pendulum-swingup"))
+        >>> sorted(agent.state_dict())
+        ['config', 'counters', 'nets', 'objective', 'optimizers', 'records', 'rng']
+        """
         rng: dict[str, Any] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -657,6 +722,15 @@ class Dreamer:
         return path
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (and the replay copy it names, if any).
+
+        >>> cfg = DreamerConfig.preset("debug", task="pendulum-swingup")
+        >>> a, b = Dreamer(cfg), Dreamer(dataclasses.replace(cfg, seed=1))
+        >>> _ = a.evaluate(random=True)
+        >>> b.load_state_dict(a.state_dict())
+        >>> all(torch.equal(p, q) for p, q in zip(a.model_params, b.model_params)), len(b.records)
+        (True, 1)
+        """
         for k, v in state["counters"].items():
             setattr(self, k, v)
         self.records = [EvalRecord(**r) for r in state["records"]]

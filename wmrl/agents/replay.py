@@ -44,6 +44,27 @@ class SequenceReplay:
     Sampled batches hold ``"action"`` ``[B, T, A]``, ``("next", obs_key)`` ``[B, T, ...]``,
     ``("next", "reward")`` ``[B, T, 1]`` and zero ``"state"`` / ``"belief"`` start entries are
     added by the agent (the RSSM filters each sequence from a zero latent).
+
+    Example: three episodes of 10 steps whose observation counts ``100 * episode + t``; every
+    sampled sequence is 4 consecutive steps of one episode.
+
+    >>> import tempfile
+    >>> N, L = 3, 10
+    >>> count = 100 * torch.arange(N).view(N, 1) + torch.arange(L)  # [N, L]
+    >>> episodes = TensorDict({
+    ...     "observation": count.unsqueeze(-1).float(),  # [N, L, 1]
+    ...     "action": torch.zeros(N, L, 2),
+    ...     "next": {"reward": torch.ones(N, L, 1), "done": torch.zeros(N, L, 1, dtype=torch.bool)},
+    ... }, batch_size=[N, L])
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     replay = SequenceReplay(capacity=100, seq_len=4, batch_size=2, obs_key="observation",
+    ...                             scratch_dir=f"{tmp}/replay", episode_length=L)
+    ...     replay.extend(episodes)
+    ...     batch = replay.sample()
+    >>> len(replay), batch.batch_size, batch["action"].shape, batch["next", "reward"].shape
+    (30, torch.Size([2, 4]), torch.Size([2, 4, 2]), torch.Size([2, 4, 1]))
+    >>> bool((batch["next", "observation"].diff(dim=1) == 1).all())  # never across episodes
+    True
     """
 
     def __init__(
