@@ -42,6 +42,21 @@ def plot_learning_curve(
         records: :class:`~wmrl.agents.dreamer.EvalRecord` s (``policy`` ``"agent"`` or
             ``"random"``).
         path: the PNG to write.
+        title: the figure's title (default: ``"Dreamer: evaluation"``).
+        cost: plot the cost per step, with half the random policy's cost as a target line.
+
+    Returns:
+        ``path``.
+
+    >>> import tempfile
+    >>> from wmrl.agents.dreamer import EvalRecord
+    >>> records = [EvalRecord(0, 0, 0, "random", -11.0, 0.92, float("nan"), 0.0),
+    ...            EvalRecord(100, 10, 5, "agent", -9.0, 0.75, -10.0, 3.0),
+    ...            EvalRecord(200, 20, 10, "agent", -6.0, 0.5, -8.0, 6.0)]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     png = plot_learning_curve(records, Path(tmp) / "curve.png", cost=True)
+    ...     png.name, png.read_bytes()[:4]
+    ('curve.png', b'\\x89PNG')
     """
     field = "eval_cost_per_step" if cost else "eval_return"
     agent = [r for r in records if r.policy == "agent"]
@@ -87,6 +102,20 @@ def open_loop_prediction(
     Returns:
         ``(real, predicted)``, each ``[context + horizon, *obs]`` (pixels as model input:
         ``float [3, H, W]`` in ``[0, 1]``).
+
+    Raises:
+        ValueError: ``episode`` is not one episode longer than ``context + horizon`` steps.
+
+    Example (untrained tiny networks, vector observations):
+
+    >>> from wmrl.agents.dreamer_modules import DreamerSizes, make_dreamer_nets
+    >>> tiny = DreamerSizes(state_dim=4, rnn_hidden_dim=8, hidden_dim=8, mlp_cells=8,
+    ...                     mlp_depth=1, embed_dim=8, actor_depth=1, actor_cells=8)
+    >>> nets = make_dreamer_nets(1, 1, "observation", obs_dim=3, sizes=tiny)
+    >>> episode = TensorDict({"observation": torch.randn(8, 3), "action": torch.zeros(8, 1)}, [8])
+    >>> real, predicted = open_loop_prediction(nets, episode, context=2, horizon=3)
+    >>> real.shape, predicted.shape, torch.equal(real, episode["observation"][1:6])
+    (torch.Size([5, 3]), torch.Size([5, 3]), True)
     """
     n = context + horizon
     if episode.batch_dims != 1 or episode.shape[0] <= n:
@@ -124,7 +153,24 @@ def _to_frames(x: torch.Tensor) -> torch.Tensor:
 def plot_video_prediction(
     real: torch.Tensor, predicted: torch.Tensor, path: str | Path, context: int, title: str = ""
 ) -> Path:
-    """Two rows of frames, real (top) and model (bottom), from :func:`open_loop_prediction`."""
+    """Two rows of frames, real (top) and model (bottom), from :func:`open_loop_prediction`.
+
+    Args:
+        real, predicted: ``float [N, 3, H, W]`` in ``[0, 1]``.
+        path: the PNG to write.
+        context: filtered frames; the open-loop ones after them are framed in red.
+        title: the figure's title.
+
+    Returns:
+        ``path``.
+
+    >>> import tempfile
+    >>> real, predicted = torch.rand(2, 4, 3, 16, 16)  # 4 frames each
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     png = plot_video_prediction(real, predicted, Path(tmp) / "video.png", context=2)
+    ...     png.is_file()
+    True
+    """
     real_f, pred_f = _to_frames(real), _to_frames(predicted)
     n = real_f.shape[0]
     fig, axes = plt.subplots(2, n, figsize=(1.1 * n, 2.6), squeeze=False)
@@ -154,7 +200,27 @@ def plot_state_prediction(
     names: Sequence[str] | None = None,
     title: str = "",
 ) -> Path:
-    """Real and predicted vector observations ``[N, D]``, one panel per dimension."""
+    """Real and predicted vector observations ``[N, D]``, one panel per dimension.
+
+    Args:
+        real, predicted: ``[N, D]``, from :func:`open_loop_prediction`.
+        path: the PNG to write.
+        context: filtered steps; the open-loop ones after them are shaded.
+        names: a title per dimension (default ``"feature d"``).
+        title: the figure's title.
+
+    Returns:
+        ``path``.
+
+    >>> import tempfile
+    >>> t = torch.linspace(0, 1, 6).unsqueeze(-1)  # [6, 1]
+    >>> real = torch.cat([t, t.sin()], dim=-1)  # [6, 2]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     png = plot_state_prediction(real, real + 0.1, Path(tmp) / "states.png", context=3,
+    ...                                 names=["x", "sin x"])
+    ...     png.is_file()
+    True
+    """
     N, D = real.shape
     cols = min(D, 3)
     rows = -(-D // cols)

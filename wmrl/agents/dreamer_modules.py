@@ -75,6 +75,19 @@ class DreamerSizes:
         embed_dim: vector encoder output size.
         actor_depth, actor_cells: actor MLP.
         num_bins: two-hot bins of the v3 reward and critic heads.
+
+    Example: the paper's sizes, and a tiny set for quick experiments; the latent the actor
+    and heads read is ``state_dim + rnn_hidden_dim`` (v1) or
+    ``num_categoricals * num_classes + rnn_hidden_dim`` (v3).
+
+    >>> s = DreamerSizes()
+    >>> s.state_dim + s.rnn_hidden_dim, s.num_categoricals * s.num_classes + s.rnn_hidden_dim
+    (230, 1224)
+    >>> tiny = DreamerSizes(channels=4, state_dim=4, rnn_hidden_dim=8, hidden_dim=8, mlp_cells=8,
+    ...                     mlp_depth=1, embed_dim=8, actor_depth=1, actor_cells=8)
+    >>> nets = make_dreamer_nets(1, action_dim=1, obs_key="pixels", sizes=tiny)
+    >>> nets.parts["encoder"](torch.zeros(1, 3, 64, 64)).shape  # conv depth 4: 32 * 4 features
+    torch.Size([1, 128])
     """
 
     channels: int = 32
@@ -105,6 +118,7 @@ class TwoHotDecode(nn.Module):
         self.register_buffer("bins", default_bins(num_bins, device=device))
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        """Expected value ``[*B, 1]`` of the bins under ``softmax(logits)`` ``[*B, K]``."""
         return two_hot_decode(logits.float(), self.bins).unsqueeze(-1)  # [*B, 1]
 
 
@@ -122,6 +136,17 @@ class DreamerNets:
         policy: the real-world :class:`RSSMPolicy`.
         parts: every trained network by name (encoder, decoder, prior, posterior, reward, actor,
             value); the world-model parts are the first five.
+
+    Example (built by :func:`make_dreamer_nets`; vector observations, tiny sizes):
+
+    >>> tiny = DreamerSizes(state_dim=4, rnn_hidden_dim=8, hidden_dim=8, mlp_cells=8,
+    ...                     mlp_depth=1, embed_dim=8, actor_depth=1, actor_cells=8)
+    >>> nets = make_dreamer_nets(1, action_dim=1, obs_key="observation", obs_dim=3, sizes=tiny)
+    >>> nets.version, nets.obs_key, list(nets.parts)
+    (1, 'observation', ['encoder', 'decoder', 'prior', 'posterior', 'reward', 'actor', 'value'])
+    >>> td = nets.actor(TensorDict({"state": torch.zeros(2, 4), "belief": torch.zeros(2, 8)}, [2]))
+    >>> td["action"].shape, bool(td["action"].abs().max() <= 1)
+    (torch.Size([2, 1]), True)
     """
 
     version: int
@@ -136,12 +161,33 @@ class DreamerNets:
     WORLD_MODEL_PARTS = ("encoder", "decoder", "prior", "posterior", "reward")
 
     def world_model_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the encoder, decoder, prior, posterior and reward head (what the
+        world-model optimiser updates; the actor and the critic have their own).
+
+        >>> tiny = DreamerSizes(state_dim=4, rnn_hidden_dim=8, hidden_dim=8, mlp_cells=8,
+        ...                     mlp_depth=1, embed_dim=8, actor_depth=1, actor_cells=8)
+        >>> nets = make_dreamer_nets(1, 1, "observation", obs_dim=3, sizes=tiny)
+        >>> model = {id(p) for p in nets.world_model_parameters()}
+        >>> any(id(p) in model for p in nets.parts["actor"].parameters())
+        False
+        """
         return [p for k in self.WORLD_MODEL_PARTS for p in self.parts[k].parameters()]
 
     def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        """One ``state_dict`` per part, keyed by the part's name (see :meth:`load_state_dict`)."""
         return {k: m.state_dict() for k, m in self.parts.items()}
 
     def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Load a :meth:`state_dict` into every part (the nets must have the same sizes).
+
+        >>> tiny = DreamerSizes(state_dim=4, rnn_hidden_dim=8, hidden_dim=8, mlp_cells=8,
+        ...                     mlp_depth=1, embed_dim=8, actor_depth=1, actor_cells=8)
+        >>> a, b = (make_dreamer_nets(1, 1, "observation", obs_dim=3, sizes=tiny) for _ in "ab")
+        >>> b.load_state_dict(a.state_dict())
+        >>> all(torch.equal(p, q) for p, q in zip(a.world_model_parameters(),
+        ...                                       b.world_model_parameters()))
+        True
+        """
         for k, m in self.parts.items():
             m.load_state_dict(state[k])
 
@@ -163,6 +209,22 @@ class RSSMPolicy(TensorDictModuleBase):
         obs_key: observation entry; ``uint8`` frames ``[*B, H, W, 3]`` are converted by TorchRL's
             ``ToTensorImage`` first.
         state_dim, belief_dim, action_dim: sizes of the carried entries.
+
+    Example: the policy of tiny networks acting in a real environment whose TensorDict carries
+    its latent (the :meth:`primer` zeroes it at each reset).
+
+    >>> from wmrl.agents.envs import make_env
+    >>> tiny = DreamerSizes(state_dim=4, rnn_hidden_dim=8, hidden_dim=8, mlp_cells=8,
+    ...                     mlp_depth=1, embed_dim=8, actor_depth=1, actor_cells=8)
+    >>> policy = make_dreamer_nets(1, 1, "observation", obs_dim=3, sizes=tiny).policy
+    >>> env = make_env("pendulum-swingup", pixels=False, batch_size=[2], max_steps=12)
+    >>> _ = env.append_transform(policy.primer())
+    >>> with torch.no_grad():
+    ...     traj = env.rollout(5, policy)
+    >>> traj["action"].shape, traj["belief"].shape
+    (torch.Size([2, 5, 1]), torch.Size([2, 5, 8]))
+    >>> torch.equal(traj["belief"][:, 1:], traj["next", "belief"][:, :-1])  # carried over
+    True
     """
 
     def __init__(
@@ -196,6 +258,8 @@ class RSSMPolicy(TensorDictModuleBase):
         )
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """One filtering and acting step: writes ``"action"``, ``"loc"``, ``"scale"`` and the
+        carried entries under ``"next"`` (see the class docstring)."""
         obs = tensordict.get(self.obs_key)
         if self.to_image is not None and not obs.is_floating_point():
             obs = self.to_image._apply_transform(obs)  # [*B, 3, H, W] in [0, 1]
