@@ -61,6 +61,17 @@ class PILCOConfig:
         success_threshold: solved episodes among ``test_episodes`` needed to call a trial solved.
         stop_when_solved: end the run at the first solved trial.
         progress: show progress bars.
+
+    Example: the ``"debug"`` preset shrinks the budgets (one learning trial, 10-step horizon,
+    5 basis functions, 3 L-BFGS steps); keyword arguments override it.
+
+    >>> cfg = PILCOConfig.preset("debug", task="pendulum-swingup", seed=3)
+    >>> cfg.task, cfg.seed, cfg.max_trials, cfg.horizon, cfg.num_basis, cfg.policy_steps
+    ('pendulum-swingup', 3, 1, 10, 5, 3)
+    >>> PILCOConfig.preset("tiny")
+    Traceback (most recent call last):
+        ...
+    ValueError: unknown preset 'tiny'; choose from ['debug', 'default']
     """
 
     task: str = "cartpole-swingup"
@@ -103,7 +114,28 @@ class PILCOConfig:
 
 @dataclass
 class TrialRecord:
-    """What one trial measured (costs are sums over the episode, lower is better)."""
+    """What one trial measured (costs are sums over the episode, lower is better).
+
+    Attributes:
+        trial: index from 0 (random trials first).
+        random: the trial acted with uniformly random actions (no model, no search).
+        data_size: transitions in the GP's data after the trial.
+        predicted_cost: the policy search's expected cost (``nan`` for random trials).
+        real_cost: cost of the trial's real episode.
+        test_cost: mean cost of the evaluation episodes (``nan`` for random trials).
+        solved_episodes, solved: evaluation episodes solved, and whether enough were.
+        interaction_s: real interaction time so far, in simulated seconds.
+        fit_s, search_s, wall_s, cpu_s: seconds spent fitting, searching, in all (wall clock)
+            and on the CPU.
+        evaluations: objective evaluations of the policy search.
+
+    Example: the record of a random trial (one 4 s pendulum episode, no learning).
+
+    >>> agent = PILCO(PILCOConfig.preset("debug", task="pendulum-swingup"))
+    >>> r = agent.trial()
+    >>> r.trial, r.random, r.data_size, r.interaction_s, r.solved, math.isnan(r.predicted_cost)
+    (0, True, 40, 4.0, False, True)
+    """
 
     trial: int
     random: bool
@@ -264,10 +296,12 @@ class PILCO:
     # ------------------------------------------------------------------ the loop
     @property
     def trials_done(self) -> int:
+        """Trials run so far, random ones included."""
         return len(self.records)
 
     @property
     def solved(self) -> bool:
+        """Whether the last trial solved the task."""
         return bool(self.records) and self.records[-1].solved
 
     def run(self) -> list[TrialRecord]:
@@ -371,6 +405,12 @@ class PILCO:
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
+        """Config, trial records, data, policy, GP and RNG state (what a checkpoint holds).
+
+        >>> agent = PILCO(PILCOConfig.preset("debug", task="pendulum-swingup"))
+        >>> sorted(agent.state_dict())
+        ['config', 'data', 'model', 'policy', 'records', 'torch_rng']
+        """
         return {
             "config": dataclasses.asdict(self.config),
             "records": [dataclasses.asdict(r) for r in self.records],
@@ -385,6 +425,15 @@ class PILCO:
         return save_checkpoint(path, self.state_dict())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` into an agent built with the same config.
+
+        >>> cfg = PILCOConfig.preset("debug", task="pendulum-swingup")
+        >>> a, b = PILCO(cfg), PILCO(cfg)
+        >>> _ = a.trial()  # a random trial: 40 transitions
+        >>> b.load_state_dict(a.state_dict())
+        >>> b.trials_done, b.data.shape, torch.equal(b.data["action"], a.data["action"])
+        (1, torch.Size([40]), True)
+        """
         self.records = [TrialRecord(**r) for r in state["records"]]
         self.data = (
             None if state["data"] is None else TensorDict.from_dict(state["data"], batch_dims=1)
