@@ -21,7 +21,16 @@ __all__ = ["plot_trial_costs", "plot_prediction", "plot_frame_strip", "save_figu
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
-    """Lay out ``fig``, write it as a PNG to ``path``, close it and return the path."""
+    """Lay out ``fig``, write it as a PNG to ``path``, close it and return the path.
+
+    >>> import tempfile
+    >>> fig, ax = plt.subplots(figsize=(2, 2))
+    >>> _ = ax.plot([0, 1], [1, 0])
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     png = save_figure(fig, Path(tmp) / "line.png", dpi=50)
+    ...     png.read_bytes()[:4], plt.fignum_exists(fig.number)  # written, and closed
+    (b'\\x89PNG', False)
+    """
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=dpi)
@@ -30,7 +39,25 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
 
 
 def plot_trial_costs(records: Sequence[Any], path: str | Path, title: str = "") -> Path:
-    """Cost per trial: predicted (sum of expected costs) vs real (episode and test mean)."""
+    """Cost per trial: predicted (sum of expected costs) vs real (episode and test mean).
+
+    Args:
+        records: :class:`~wmrl.agents.pilco.TrialRecord` s; solved trials get a green line.
+        path: the PNG to write.
+        title: the figure's title (default ``"PILCO: cost per trial"``).
+
+    >>> import tempfile
+    >>> from wmrl.agents.pilco import TrialRecord
+    >>> def record(k, real, predicted, test, solved):
+    ...     return TrialRecord(k, k == 0, 40 * (k + 1), predicted, real, test, 2 * solved,
+    ...                        solved, 4.0 * (k + 1), 0.1, 1.0, 1.2)
+    >>> nan = float("nan")
+    >>> records = [record(0, 39.0, nan, nan, False), record(1, 30.0, 25.0, 31.0, False),
+    ...            record(2, 12.0, 11.0, 12.5, True)]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     plot_trial_costs(records, Path(tmp) / "costs.png").is_file()
+    True
+    """
     trials = [r.trial for r in records]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(trials, [r.real_cost for r in records], "o-", label="real (training episode)")
@@ -74,7 +101,20 @@ def plot_prediction(
         mean: ``[T, D]`` predicted means.
         var: ``[T, D, D]`` predicted covariances.
         real: ``[T', D]`` real states (observations).
+        path: the PNG to write.
         dt: time step (x axis in seconds).
+        names: a title per state dimension (default ``"state d"``).
+        title: the figure's title.
+
+    >>> import tempfile
+    >>> T, D = 10, 2
+    >>> mean = torch.linspace(0, 1, T).unsqueeze(-1).expand(T, D)  # [T, D]
+    >>> var = 0.01 * torch.eye(D).expand(T, D, D)  # [T, D, D]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     png = plot_prediction(mean, var, mean + 0.05, Path(tmp) / "pred.png", dt=0.1,
+    ...                           names=["x", "v"])
+    ...     png.is_file()
+    True
     """
     mean, var, real = mean.detach().cpu(), var.detach().cpu(), real.detach().cpu()
     T, D = mean.shape
@@ -109,7 +149,15 @@ def plot_prediction(
 def plot_frame_strip(
     frames: torch.Tensor, path: str | Path, times: Sequence[float] | None = None, title: str = ""
 ) -> Path:
-    """A row of frames ``[N, H, W, 3]`` (uint8) with optional time labels."""
+    """A row of frames ``[N, H, W, 3]`` (uint8) with optional time labels.
+
+    >>> import tempfile
+    >>> frames = torch.zeros(3, 16, 16, 3, dtype=torch.uint8)
+    >>> frames[:, 4:12, 4:12, 0] = 255  # a red square
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     plot_frame_strip(frames, Path(tmp) / "strip.png", times=[0.0, 0.1, 0.2]).is_file()
+    True
+    """
     frames = frames.detach().cpu()
     n = frames.shape[0]
     fig, axes = plt.subplots(1, n, figsize=(1.4 * n, 1.7), squeeze=False)
