@@ -35,6 +35,52 @@ class WorldModelTestCase:
 
     Attributes:
         dtypes: dtypes the backend supports (each is tested).
+        batch_shapes: batch shapes of the one-step shape test.
+
+    Example: a toy backend, the deterministic model ``x' = x + u`` with reward ``-|x'|²``, and
+    its test class (put it in a ``tests/test_*.py`` module and pytest runs the suite; here two of
+    the inherited tests are called directly).
+
+    >>> import torch
+    >>> from tensordict import TensorDict
+    >>> from tensordict.nn import TensorDictModule
+    >>> from torchrl.data import Unbounded
+    >>> from wmrl.envs.model_based import WorldModelEnv
+    >>> class ShiftModel(torch.nn.Module):
+    ...     state_keys, action_keys, predicts_reward = ("x",), ("action",), True
+    ...     def fit(self, dataset):
+    ...         return self
+    ...     def initial_state(self, observation):
+    ...         return TensorDict({"x": observation["observation"]}, observation.batch_size)
+    ...     def forward(self, td):
+    ...         td["next", "x"] = td["x"] + td["action"]
+    ...         td["next", "reward"] = -(td["next", "x"] ** 2).sum(-1, keepdim=True)
+    ...         return td
+    >>> class TestShiftModel(WorldModelTestCase):
+    ...     dtypes = (torch.float32, torch.float64)
+    ...     def make_model(self, dtype, device):
+    ...         model = ShiftModel()
+    ...         model.dtype, model.device = dtype, device
+    ...         return model
+    ...     def make_state(self, model, batch):
+    ...         x = torch.randn(*batch, 2, dtype=model.dtype, device=model.device)
+    ...         return TensorDict({"x": x}, batch)
+    ...     def make_policy(self, model):  # u = K x
+    ...         net = torch.nn.Linear(2, 2, dtype=model.dtype, device=model.device)
+    ...         return TensorDictModule(net, ["x"], ["action"])
+    ...     def make_env(self, model):
+    ...         return WorldModelEnv(model, Unbounded((2,)), Unbounded((2,)), state_key="x")
+    ...     def make_observation(self, model, batch):
+    ...         return TensorDict({"observation": torch.randn(*batch, 2)}, batch)
+    >>> sorted(name for name in dir(TestShiftModel) if name.startswith("test_"))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['test_batch_elements_are_independent', 'test_dtype_and_device_preserved',
+     'test_gradients_reach_the_policy_through_an_imagined_rollout',
+     'test_initial_state_from_observation', 'test_protocol_attributes',
+     'test_step_shapes_over_batch_shapes']
+    >>> suite = TestShiftModel()
+    >>> suite.test_step_shapes_over_batch_shapes()  # passes: returns None
+    >>> suite.test_gradients_reach_the_policy_through_an_imagined_rollout()
     """
 
     dtypes: tuple[torch.dtype, ...] = (torch.float32,)
@@ -42,18 +88,23 @@ class WorldModelTestCase:
 
     # ---------------------------------------------------------------- factories
     def make_model(self, dtype: torch.dtype, device: torch.device) -> Any:
+        """A fitted world model in ``dtype`` on ``device``."""
         raise NotImplementedError
 
     def make_state(self, model: Any, batch: tuple[int, ...]) -> TensorDictBase:
+        """A state TensorDict of batch shape ``batch`` holding ``model.state_keys``."""
         raise NotImplementedError
 
     def make_policy(self, model: Any) -> Any:
+        """A policy with trainable parameters that writes ``model.action_keys``."""
         raise NotImplementedError
 
     def make_env(self, model: Any) -> Any:
+        """An imagined environment stepping ``model``."""
         raise NotImplementedError
 
     def make_observation(self, model: Any, batch: tuple[int, ...]) -> TensorDictBase:
+        """A real-observation TensorDict of batch shape ``batch`` for ``model.initial_state``."""
         raise NotImplementedError
 
     # ---------------------------------------------------------------- helpers
@@ -70,6 +121,7 @@ class WorldModelTestCase:
 
     # ---------------------------------------------------------------- the suite
     def test_protocol_attributes(self) -> None:
+        """The model satisfies :class:`~wmrl.protocol.WorldModel` with non-empty keys."""
         model = self.make_model(self.dtypes[0], torch.device("cpu"))
         assert isinstance(model, WorldModel)
         assert len(model.state_keys) >= 1
@@ -77,6 +129,7 @@ class WorldModelTestCase:
         assert isinstance(model.predicts_reward, bool)
 
     def test_step_shapes_over_batch_shapes(self) -> None:
+        """One step keeps each state entry's shape (and gives ``[*B, 1]`` rewards), finite."""
         model = self.make_model(self.dtypes[0], torch.device("cpu"))
         policy = self.make_policy(model)
         for batch in self.batch_shapes:
@@ -106,6 +159,7 @@ class WorldModelTestCase:
 
     @pytest.mark.parametrize("device_index", [0, 1])
     def test_dtype_and_device_preserved(self, device_index: int) -> None:
+        """Next states keep every supported dtype, on the CPU and (if present) on CUDA."""
         devices = self._devices()
         if device_index >= len(devices):
             pytest.skip("needs a CUDA device")
@@ -120,6 +174,7 @@ class WorldModelTestCase:
                 assert nxt.device.type == device.type, (key, device)
 
     def test_initial_state_from_observation(self) -> None:
+        """``initial_state`` of a real observation batch is a state the model can step."""
         model = self.make_model(self.dtypes[0], torch.device("cpu"))
         start = model.initial_state(self.make_observation(model, (3,)))
         for key in model.state_keys:
@@ -129,6 +184,7 @@ class WorldModelTestCase:
             assert torch.isfinite(out.get(next_key(key))).all()
 
     def test_gradients_reach_the_policy_through_an_imagined_rollout(self) -> None:
+        """An objective of a 4-step imagined rollout has finite, non-zero policy gradients."""
         from wmrl.search import imagine
 
         model = self.make_model(self.dtypes[0], torch.device("cpu"))
