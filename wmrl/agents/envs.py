@@ -1,7 +1,7 @@
 """Real environments for the Dreamer agent: built-in tasks or dm_control, as TorchRL envs.
 
 :func:`make_env` returns a ``TransformedEnv`` whose action space is ``[-1, 1]`` (TorchRL's
-``ActionScaling``; the actor's tanh range), with an optional action repeat (``FrameSkipTransform``,
+``ActionScaling``; the actor's tanh range), with an optional action repeat (:class:`RepeatAction`,
 rewards summed), and, for vector observations of tasks with angles, the angles replaced by their
 sines and cosines (:class:`AngleFeatures`, as PILCO's policies see them). Pixel tasks emit
 ``"pixels"`` ``uint8 [*B, 64, 64, 3]``, rendered at that size (no resizing).
@@ -19,6 +19,7 @@ Example: the task names the agent accepts besides ``"dmc:<domain>-<task>"``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,15 +30,73 @@ from torchrl.envs import (
     CatTensors,
     DoubleToFloat,
     EnvBase,
-    FrameSkipTransform,
     ObservationTransform,
+    SerialEnv,
+    Transform,
     TransformedEnv,
 )
 
-__all__ = ["AngleFeatures", "make_env", "episode_length", "BUILTIN_TASKS"]
+__all__ = ["AngleFeatures", "RepeatAction", "make_env", "episode_length", "BUILTIN_TASKS"]
 
 #: built-in task names (``"dmc:<domain>-<task>"`` selects a dm_control task)
 BUILTIN_TASKS = ("cartpole-swingup", "pendulum-swingup")
+
+
+class RepeatAction(Transform):
+    """Hold each action for ``repeat`` steps of the wrapped environment and sum the rewards.
+
+    Unlike TorchRL's ``FrameSkipTransform``, which steps its parent again from the *same* input,
+    this carries every entry of the previous step's output (the state, for stateless
+    environments such as the built-in tasks, whose state travels in the TensorDict) into the
+    next step's input, so a repeated action moves a stateless environment on. It must be the
+    first transform of its ``TransformedEnv`` (:func:`make_env` inserts it there): it then sees
+    the action in the base environment's units and steps the base environment directly. Entries
+    of a batch that are done stop stepping and keep their last transition.
+
+    Args:
+        repeat: steps of the wrapped environment per action (``>= 1``).
+
+    Example: two steps of the pendulum with one action equal one step of the repeated one.
+
+    >>> from wmrl.envs.tasks import PendulumSwingUp
+    >>> once = TransformedEnv(PendulumSwingUp(seed=0))
+    >>> twice = TransformedEnv(PendulumSwingUp(seed=0), RepeatAction(2))
+    >>> td = once.reset().set("action", torch.ones(1))
+    >>> a = once.step(td.clone())["next"]
+    >>> b = once.step(a.clone().set("action", torch.ones(1)))["next"]
+    >>> c = twice.step(td.clone())["next"]
+    >>> torch.allclose(c["true_state"], b["true_state"]), bool(c["elapsed_steps"] == 2)
+    (True, True)
+    >>> torch.allclose(c["reward"], a["reward"] + b["reward"])
+    True
+    """
+
+    def __init__(self, repeat: int) -> None:
+        if repeat < 1:
+            raise ValueError(f"repeat must be >= 1, got {repeat}")
+        super().__init__()
+        self.repeat = int(repeat)
+
+    def _step(self, tensordict: Any, next_tensordict: Any) -> Any:
+        parent = self.parent
+        if parent is None:
+            raise RuntimeError("RepeatAction must be appended to a TransformedEnv")
+        reward_key, done_keys = parent.reward_key, parent.done_keys
+        reward = next_tensordict.get(reward_key)  # [*B, 1]
+        for _ in range(self.repeat - 1):
+            done = next_tensordict.get("done").reshape(next_tensordict.batch_size)  # [*B]
+            if done.all():
+                break
+            inp = tensordict.clone(False).update(next_tensordict.exclude(reward_key, *done_keys))
+            step = parent._step(inp)
+            r = step.get(reward_key)  # [*B, 1]
+            reward = reward + torch.where(done.reshape(*done.shape, *[1] * (r.ndim - done.ndim)),
+                                          torch.zeros_like(r), r)  # fmt: skip
+            next_tensordict = next_tensordict.where(done, step) if done.any() else step
+        return next_tensordict.set(reward_key, reward)
+
+    def forward(self, tensordict: Any) -> Any:
+        raise RuntimeError("RepeatAction acts only inside a TransformedEnv's step")
 
 
 class AngleFeatures(ObservationTransform):
@@ -126,7 +185,8 @@ def make_env(
     Args:
         task: ``"cartpole-swingup"``, ``"pendulum-swingup"`` or ``"dmc:<domain>-<task>"``.
         pixels: observe 64x64 frames (``"pixels"``) instead of the state (``"observation"``).
-        batch_size: environments stepped together (built-in tasks; dm_control runs one).
+        batch_size: environments stepped together (dm_control: ``[n]`` simulators stepped in
+            series, seeded ``seed, seed + 1, ...``).
         max_steps: episode length in environment steps (built-in tasks; dm_control episodes
             last 1000 steps).
         action_repeat: environment steps per agent action.
@@ -153,14 +213,23 @@ def make_env(
         ...
     ValueError: unknown task 'acrobot'; choose from ('cartpole-swingup', 'pendulum-swingup') or ...
     """
-    if action_repeat < 1 or max_steps % action_repeat:
+    steps = 1000 if task.startswith("dmc:") else max_steps  # dm_control's episodes: 1000 steps
+    if action_repeat < 1 or steps % action_repeat:
         raise ValueError(
-            f"action_repeat must be >= 1 and divide max_steps, got {action_repeat}, {max_steps}"
+            f"action_repeat must be >= 1 and divide the episode's {steps} steps (max_steps), "
+            f"got {action_repeat}"
         )
     if task.startswith("dmc:"):
-        if tuple(batch_size):
-            raise ValueError("dm_control environments are not batched: use collector workers")
-        env = _dm_control(task, pixels, seed, device)
+        batch = tuple(batch_size)
+        if not batch:
+            env = _dm_control(task, pixels, seed, device)
+        elif len(batch) == 1:  # one simulator per entry, stepped in series in this process
+            env = TransformedEnv(SerialEnv(batch[0], [
+                functools.partial(_dm_control, task, pixels, seed + i, device)
+                for i in range(batch[0])
+            ]))  # fmt: skip
+        else:
+            raise ValueError(f"dm_control environments take a 1-d batch_size, got {batch}")
     elif task in BUILTIN_TASKS:
         from wmrl.agents.pilco import make_task
 
@@ -173,8 +242,8 @@ def make_env(
     else:
         raise ValueError(f"unknown task {task!r}; choose from {BUILTIN_TASKS} or 'dmc:<d>-<t>'")
     env.append_transform(ActionScaling())
-    if action_repeat > 1:
-        env.append_transform(FrameSkipTransform(action_repeat))
+    if action_repeat > 1:  # first, so it sees the base environment's action and output
+        env.insert_transform(0, RepeatAction(action_repeat))
     return env
 
 

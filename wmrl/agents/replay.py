@@ -85,6 +85,11 @@ class SequenceReplay:
                     f"episodes of {episode_length} steps are too short for sequences of "
                     f"{seq_len} transitions (need at least seq_len + 1 steps)"
                 )
+            if capacity < episode_length:
+                raise ValueError(
+                    f"capacity {capacity} holds no whole episode of {episode_length} steps: "
+                    "raise capacity"
+                )
             capacity = capacity // episode_length * episode_length
         if capacity < seq_len + 1:
             raise ValueError(f"capacity {capacity} is below one sequence ({seq_len + 1} steps)")
