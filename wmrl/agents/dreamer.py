@@ -79,9 +79,10 @@ from wmrl.search import PolicySearch
 __all__ = ["DreamerConfig", "Dreamer", "EvalRecord", "make_agent_env", "wrap_agent_env"]
 
 
-@dataclass
-class DreamerConfig:
-    """Settings of a Dreamer run (defaults: Dreamer's, Hafner et al. 2019, App. A).
+@dataclass(kw_only=True)
+class DreamerConfig(DreamerSizes):
+    """Settings of a Dreamer run (defaults: Dreamer's, Hafner et al. 2019, App. A): the network
+    sizes of :class:`~wmrl.agents.dreamer_modules.DreamerSizes` and the run's own settings.
 
     Attributes:
         task: ``"cartpole-swingup"``, ``"pendulum-swingup"`` or ``"dmc:<domain>-<task>"``.
@@ -149,18 +150,6 @@ class DreamerConfig:
     batch_size: int = 16
     seq_len: int = 50
     horizon: int = 15
-    channels: int = 32
-    state_dim: int = 30
-    num_categoricals: int = 32
-    num_classes: int = 32
-    rnn_hidden_dim: int = 200
-    hidden_dim: int = 200
-    mlp_cells: int = 400
-    mlp_depth: int = 2
-    embed_dim: int = 200
-    actor_depth: int = 4
-    actor_cells: int = 200
-    num_bins: int = 255
     model_lr: float | None = None
     actor_lr: float | None = None
     value_lr: float | None = None
