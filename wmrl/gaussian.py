@@ -26,12 +26,37 @@ __all__ = [
 
 
 def symmetrize(S: torch.Tensor) -> torch.Tensor:
-    """Return ``(S + Sᵀ) / 2`` over the last two dimensions."""
+    """Return ``(S + Sᵀ) / 2`` over the last two dimensions.
+
+    Args:
+        S: ``[*B, D, D]``.
+
+    Returns:
+        ``[*B, D, D]``, exactly symmetric; use it to remove the rounding asymmetry of a computed
+        covariance (e.g. ``A S Aᵀ``).
+
+    Example:
+        >>> symmetrize(torch.tensor([[1.0, 2.0], [0.0, 1.0]]))
+        tensor([[1., 1.],
+                [1., 1.]])
+    """
     return 0.5 * (S + S.transpose(-1, -2))
 
 
 def check_finite(name: str, x: torch.Tensor) -> None:
-    """Raise ``ValueError`` if ``x`` holds NaN or inf."""
+    """Raise ``ValueError`` if ``x`` holds NaN or inf.
+
+    Args:
+        name: what ``x`` is, for the error message.
+        x: any tensor.
+
+    Example:
+        >>> check_finite("state", torch.zeros(3))  # finite: returns None
+        >>> check_finite("state", torch.tensor([0.0, float("nan")]))
+        Traceback (most recent call last):
+            ...
+        ValueError: state contains NaN or inf values
+    """
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or inf values")
 
@@ -56,6 +81,20 @@ def check_gaussian(
 
     Raises:
         ValueError: on any violation, with a message saying which.
+
+    Example: a valid belief passes (returns ``None``); a covariance with eigenvalues ``3`` and
+    ``-1`` does not.
+
+    >>> m = torch.zeros(2, dtype=torch.float64)
+    >>> check_gaussian(m, torch.eye(2, dtype=torch.float64), dim=2)
+    >>> check_gaussian(m, torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64))
+    Traceback (most recent call last):
+        ...
+    ValueError: input covariance is not positive semi-definite (smallest eigenvalue -1)
+    >>> check_gaussian(m, torch.eye(3, dtype=torch.float64), name="state")
+    Traceback (most recent call last):
+        ...
+    ValueError: state covariance must have shape (2, 2) to match the mean (2,), got (3, 3)
     """
     if mean.dim() < 1:
         raise ValueError(f"{name} mean must have shape [*B, D], got {tuple(mean.shape)}")
