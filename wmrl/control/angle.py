@@ -53,6 +53,27 @@ def trig_moments(
     Returns:
         ``M`` ``[*B, 2k]``, ``S`` ``[*B, 2k, 2k]`` and ``V = cov⁻¹ cov[x, y]`` ``[*B, D, 2k]``
         (sin before cos for each angle).
+
+    Example: a point mass (zero variance) gives ``(sin m, cos m)``, no spread, and
+    ``V = (cos m, -sin m)``, the derivative; for ``x ~ N(m, s)``,
+    ``E[sin x] = e^{-s/2} sin m`` and ``E[cos x] = e^{-s/2} cos m``, which a Monte Carlo
+    estimate from ``10⁵`` samples matches within five standard errors.
+
+    >>> m = torch.tensor([0.5], dtype=torch.float64)
+    >>> M, S, V = trig_moments(m, torch.zeros(1, 1, dtype=torch.float64), [0])
+    >>> torch.allclose(M, torch.cat([m.sin(), m.cos()])), S.abs().max().item() < 1e-12
+    (True, True)
+    >>> torch.allclose(V, torch.cat([m.cos(), -m.sin()]).reshape(1, 2))
+    True
+    >>> s = torch.tensor([[0.2]], dtype=torch.float64)
+    >>> M, S, V = trig_moments(m, s, [0])
+    >>> torch.allclose(M, torch.exp(-s[0] / 2) * torch.cat([m.sin(), m.cos()]))
+    True
+    >>> x = m + s[0].sqrt() * torch.randn(10**5, generator=torch.Generator().manual_seed(0),
+    ...                                   dtype=torch.float64)
+    >>> y = torch.stack([x.sin(), x.cos()], dim=-1)  # [N, 2]
+    >>> bool(((y.mean(0) - M).abs() <= 5 * y.std(0) / 10**2.5).all())
+    True
     """
     D = mean.shape[-1]
     idx = _as_index(angle_dims, D, mean.device)

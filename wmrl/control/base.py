@@ -124,6 +124,30 @@ class MomentController(TensorDictModuleBase):
         out_keys: the action mean, covariance and cross-covariance keys.
         validate: check inputs for NaN/inf, symmetry and PSD on every call (this synchronises
             with the device); shapes, dtypes and devices are always checked.
+
+    Example: the gain ``u = k x``, whose moments are exact: ``M = k m``, ``S_u = k² S`` and
+    ``V = S⁻¹ cov[x, u] = k I``. For ``x ~ N(1, 0.5)`` and ``k = 2`` the TensorDict receives the
+    action mean ``2``, variance ``2`` and cross-covariance ``cov[x, u] = S V = 1``.
+
+    >>> from tensordict import TensorDict
+    >>> class Gain(MomentController):
+    ...     def __init__(self, k: float) -> None:
+    ...         super().__init__(state_dim=1, action_dim=1)
+    ...         self.k = torch.nn.Parameter(torch.tensor(k, dtype=torch.float64))
+    ...     def moments(self, mean, cov):
+    ...         V = self.k * torch.eye(1, dtype=cov.dtype).expand_as(cov)  # [*B, D, F]
+    ...         return self.k * mean, self.k**2 * cov, V
+    ...     def act(self, x):
+    ...         return self.k * x
+    >>> ctrl = Gain(2.0)
+    >>> td = TensorDict({("observation", "mean"): torch.tensor([[1.0]], dtype=torch.float64),
+    ...                  ("observation", "var"): torch.tensor([[[0.5]]], dtype=torch.float64)},
+    ...                 batch_size=[1])
+    >>> action = ctrl(td)["action"]
+    >>> [action[k].tolist() for k in ("mean", "var", "cross_covariance")]
+    [[[2.0]], [[[2.0]]], [[[1.0]]]]
+    >>> ctrl.as_policy()(TensorDict(observation=torch.tensor([[3.0]]), batch_size=[1]))["action"]
+    tensor([[6.]], grad_fn=<ToCopyBackward0>)
     """
 
     def __init__(
@@ -237,6 +261,29 @@ class FeatureController(MomentController):
         action_dim: ``F``.
         angle_dims: the ``k`` state dimensions that are angles (seen as ``sin``, ``cos``).
         **kwargs: as :class:`MomentController`.
+
+    Example: ``u = cos x`` for a one-dimensional angle state, i.e. the linear map
+    ``w = (0, 1)`` on the features ``z = (sin x, cos x)``. For ``x ~ N(0, 1/2)``,
+    ``E[u] = e^{-1/4} ≈ 0.7788`` and ``var[u] = (1 + e^{-1})/2 - e^{-1/2} ≈ 0.0774``; for
+    ``x ~ N(0.3, 1/2)``, ``V = E[-sin x] = -e^{-1/4} sin 0.3 ≈ -0.2302`` (Stein's lemma).
+
+    >>> class Cosine(FeatureController):
+    ...     def __init__(self) -> None:
+    ...         super().__init__(state_dim=1, action_dim=1, angle_dims=[0])
+    ...         self.register_buffer("w", torch.tensor([[0.0, 1.0]], dtype=torch.float64))
+    ...     def feature_moments(self, mean_z, cov_z):
+    ...         V_zu = self.w.mT.expand(*mean_z.shape[:-1], 2, 1)  # [*B, Dz, F]
+    ...         return mean_z @ self.w.mT, self.w @ cov_z @ self.w.mT, V_zu
+    ...     def feature_act(self, z):
+    ...         return z @ self.w.mT
+    >>> ctrl, S = Cosine(), torch.full((1, 1), 0.5, dtype=torch.float64)
+    >>> M, S_u, _ = ctrl.moments(torch.zeros(1, dtype=torch.float64), S)
+    >>> round(M.item(), 4), round(S_u.item(), 4)
+    (0.7788, 0.0774)
+    >>> round(ctrl.moments(torch.tensor([0.3], dtype=torch.float64), S)[2].item(), 4)
+    -0.2302
+    >>> ctrl.act(torch.zeros(1, dtype=torch.float64))  # cos 0
+    tensor([1.], dtype=torch.float64)
     """
 
     def __init__(
@@ -302,6 +349,7 @@ class PointPolicy(TensorDictModuleBase):
         self.out_keys = [out_key]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Write ``controller.act(in_key)`` under ``out_key`` in the action dtype."""
         x = tensordict.get(self.in_keys[0])
         ref = self.controller.reference_tensor()
         u = self.controller.act(x.to(dtype=ref.dtype, device=ref.device))  # [*B, F]
@@ -311,5 +359,9 @@ class PointPolicy(TensorDictModuleBase):
 
 
 def default_dtype(dtype: torch.dtype | None) -> torch.dtype:
-    """``dtype`` or the GP default (:func:`wmrl.settings.gp_dtype`)."""
+    """``dtype`` or the GP default (:func:`wmrl.settings.gp_dtype`).
+
+    >>> default_dtype(None), default_dtype(torch.float32)
+    (torch.float64, torch.float32)
+    """
     return settings.gp_dtype() if dtype is None else dtype

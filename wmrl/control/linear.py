@@ -100,12 +100,33 @@ class LinearController(FeatureController):
         self.bias.zero_()
 
     def feature_moments(self, mean_z: torch.Tensor, cov_z: torch.Tensor) -> Moments:
+        """Exact ``(M [*B, F], S [*B, F, F], V_zu = Wᵀ [*B, Dz, F])`` for ``z ~ N(mean_z, cov_z)``.
+
+        With ``W = (1, 2)``, ``b = 1/2``, ``z ~ N(1, I)``: ``M = 3.5``, ``S = 1 + 4 = 5``.
+
+        >>> ctrl = LinearController(2, 1)
+        >>> with torch.no_grad():
+        ...     _ = ctrl.weight.copy_(torch.tensor([[1.0, 2.0]])), ctrl.bias.fill_(0.5)
+        >>> M, S, V = ctrl.feature_moments(torch.ones(2, dtype=torch.float64),
+        ...                                torch.eye(2, dtype=torch.float64))
+        >>> M.item(), S.item(), V.squeeze(-1).tolist()
+        (3.5, 5.0, [1.0, 2.0])
+        """
         return linear_moments(mean_z, cov_z, self.weight, self.bias)
 
     def feature_act(self, z: torch.Tensor) -> torch.Tensor:
+        """``W z + b`` ``[*B, F]`` at features ``z`` ``[*B, Dz]``.
+
+        >>> ctrl = LinearController(2, 1)
+        >>> with torch.no_grad():
+        ...     _ = ctrl.weight.copy_(torch.tensor([[1.0, 2.0]])), ctrl.bias.fill_(0.5)
+        >>> ctrl.feature_act(torch.ones(1, 2, dtype=torch.float64)).tolist()
+        [[3.5]]
+        """
         return z @ self.weight.mT + self.bias  # [*B, F]
 
     def extra_repr(self) -> str:
+        """Sizes and angle dimensions, for ``repr``."""
         return f"state_dim={self.state_dim}, action_dim={self.action_dim}, " + (
             f"angle_dims={list(self.angle_dims)}" if self.angle_dims else "angle_dims=[]"
         )

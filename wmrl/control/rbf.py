@@ -177,15 +177,42 @@ class RBFController(FeatureController):
         return X, beta, ell, sf2
 
     def feature_moments(self, mean_z: torch.Tensor, cov_z: torch.Tensor) -> Moments:
+        """Exact ``(M [*B, F], S [*B, F, F], V_zu [*B, Dz, F])`` for ``z ~ N(mean_z, cov_z)``.
+
+        Deisenroth & Rasmussen 2011, Eqs. 14-23 without the GP variance term. With one pseudo
+        input at ``0``, target ``1`` and ``ℓ = α² = 1``, ``π(z) = e^{-z²/2} / (1 + r)``; for
+        ``z ~ N(0, 1)``, ``E[π] = 2^{-1/2} / (1 + r) ≈ 0.7070`` and
+        ``var[π] = (3^{-1/2} - 2^{-1}) / (1 + r)² ≈ 0.0773`` (``r = 10⁻⁴``).
+
+        >>> ctrl = RBFController(1, 1, num_basis=1)
+        >>> with torch.no_grad():
+        ...     _ = ctrl.inputs.zero_(), ctrl.targets.fill_(1.0)
+        >>> M, S, V = ctrl.feature_moments(torch.zeros(1, dtype=torch.float64),
+        ...                                torch.ones(1, 1, dtype=torch.float64))
+        >>> round(M.item(), 4), round(S.item(), 4), V.item()
+        (0.707, 0.0773, 0.0)
+        """
         # the state was validated; angle features are PSD up to rounding only, so no re-check
         X, beta, ell, sf2 = self._gp()
         return gp_moment_match(mean_z, cov_z, X, beta, ell, sf2, None, validate=False)
 
     def feature_act(self, z: torch.Tensor) -> torch.Tensor:
+        """The RBF network ``π(z)`` ``[*B, F]`` at features ``z`` ``[*B, Dz]``.
+
+        With one pseudo input at ``0``, target ``1`` and ``ℓ = α² = 1``:
+        ``π(1) = e^{-1/2} / (1 + 10⁻⁴) ≈ 0.6065``.
+
+        >>> ctrl = RBFController(1, 1, num_basis=1)
+        >>> with torch.no_grad():
+        ...     _ = ctrl.inputs.zero_(), ctrl.targets.fill_(1.0)
+        >>> round(ctrl.feature_act(torch.ones(1, 1, dtype=torch.float64)).item(), 4)
+        0.6065
+        """
         X, beta, ell, sf2 = self._gp()
         return gp_predict(z, X, beta, ell, sf2, None, validate=False)[0]  # [*B, F]
 
     def extra_repr(self) -> str:
+        """Sizes and angle dimensions, for ``repr``."""
         return (
             f"state_dim={self.state_dim}, action_dim={self.action_dim}, "
             f"num_basis={self.num_basis}, angle_dims={list(self.angle_dims)}"

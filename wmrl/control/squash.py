@@ -126,6 +126,7 @@ class SquashedController(MomentController):
         self.register_buffer("u_max", bound.reshape(-1).expand(self.action_dim).clone())
 
     def reference_tensor(self) -> torch.Tensor:
+        """The inner controller's reference tensor (inputs must match its dtype and device)."""
         return self.controller.reference_tensor()
 
     def moments(self, mean: torch.Tensor, cov: torch.Tensor) -> Moments:
