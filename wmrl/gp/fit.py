@@ -63,6 +63,15 @@ class GPHyperparameters:
         lengthscales: ``ℓ`` ``[E, Din]``.
         signal_var: ``α²`` ``[E]``.
         noise_var: ``σ²`` ``[E]``.
+
+    Example: two GPs on a 3-D input; ``k_a(x, x) = α²_a`` (Deisenroth & Rasmussen 2011, Eq. 6).
+
+    >>> h = GPHyperparameters(lengthscales=torch.ones(2, 3, dtype=torch.float64),
+    ...                       signal_var=torch.tensor([1.0, 4.0], dtype=torch.float64),
+    ...                       noise_var=torch.full((2,), 0.01, dtype=torch.float64))
+    >>> x = torch.zeros(1, 3, dtype=torch.float64)
+    >>> se_ard_kernel(x, x, h.lengthscales, h.signal_var).flatten().tolist()
+    [1.0, 4.0]
     """
 
     lengthscales: torch.Tensor
@@ -82,6 +91,17 @@ class FitResult:
         restart_objective: the objective on all data at the end of each restart ``[R, E]``
             (row 0 starts from the data-driven initialisation, the last row from ``init`` when
             one was given).
+
+    Example: two outputs fitted on 12 points with two restarts; the curb penalty is
+    non-negative, so the objective never exceeds the log likelihood.
+
+    >>> X = torch.linspace(-2, 2, 12, dtype=torch.float64)[:, None]
+    >>> res = fit_hyperparameters(X, torch.cat([torch.sin(X), X], dim=-1), restarts=2,
+    ...                           max_iter=30, generator=torch.Generator().manual_seed(0))
+    >>> res.hyperparameters.lengthscales.shape, res.restart_objective.shape
+    (torch.Size([2, 1]), torch.Size([2, 2]))
+    >>> bool((res.objective <= res.log_likelihood).all())
+    True
     """
 
     hyperparameters: GPHyperparameters

@@ -173,10 +173,20 @@ class GPWorldModel(TensorDictModuleBase):
 
     @property
     def dtype(self) -> torch.dtype:
+        """Floating dtype of the GP's buffers (inputs must match it).
+
+        >>> GPWorldModel(2, 1).dtype
+        torch.float64
+        """
         return self.lengthscales.dtype
 
     @property
     def device(self) -> torch.device:
+        """Device of the GP's buffers.
+
+        >>> GPWorldModel(2, 1).device
+        device(type='cpu')
+        """
         return self.lengthscales.device
 
     @property
@@ -190,6 +200,7 @@ class GPWorldModel(TensorDictModuleBase):
         return GPHyperparameters(self.lengthscales, self.signal_var, self.noise_var)
 
     def extra_repr(self) -> str:
+        """Sizes, angle dimensions, number of GP inputs and dtype, for ``repr``."""
         return (f"obs_dim={self.obs_dim}, action_dim={self.action_dim}, "
                 f"angle_dims={self.angle_dims}, n={self.inputs.shape[1]}, dtype={self.dtype}")
 
