@@ -65,6 +65,32 @@ class WorldModel(Protocol):
         state_keys: the TensorDict entries that make up the model's state.
         action_keys: the entries of the action it reads.
         predicts_reward: whether ``forward`` writes ``("next", "reward")``.
+
+    Example: the protocol is structural (``runtime_checkable``): a toy model ``x' = x + u``
+    satisfies it, as does :class:`~wmrl.gp.model.GPWorldModel`.
+
+    >>> import torch
+    >>> from tensordict import TensorDict
+    >>> class Drift:
+    ...     state_keys, action_keys, predicts_reward = ("x",), ("action",), False
+    ...     def fit(self, dataset, **kwargs):
+    ...         return None
+    ...     def initial_state(self, observation):
+    ...         return TensorDict(x=observation["observation"], batch_size=observation.batch_size)
+    ...     def forward(self, td):
+    ...         td[next_key("x")] = td["x"] + td["action"]
+    ...         return td
+    ...     __call__ = forward
+    >>> model = Drift()
+    >>> isinstance(model, WorldModel), isinstance(object(), WorldModel)
+    (True, False)
+    >>> td = model.initial_state(TensorDict(observation=torch.ones(2), batch_size=[]))
+    >>> td["action"] = torch.tensor([0.5, -1.0])
+    >>> model(td)["next", "x"]
+    tensor([1.5000, 0.0000])
+    >>> from wmrl.gp.model import GPWorldModel
+    >>> isinstance(GPWorldModel(obs_dim=2, action_dim=1), WorldModel)
+    True
     """
 
     state_keys: tuple[NestedKey, ...]

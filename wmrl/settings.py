@@ -36,23 +36,44 @@ _DEFAULT_PSD_TOL = 1e-8
 
 
 def jitter() -> float:
-    """Diagonal jitter added to Gram matrices before a Cholesky factorisation."""
+    """Diagonal jitter added to Gram matrices before a Cholesky factorisation.
+
+    >>> jitter()
+    1e-08
+    """
     return getattr(_state, "jitter", _DEFAULT_JITTER)
 
 
 def gp_dtype() -> torch.dtype:
-    """Default floating dtype of GP models and their moment matching (float64)."""
+    """Default floating dtype of GP models and their moment matching (float64).
+
+    >>> gp_dtype()
+    torch.float64
+    """
     return getattr(_state, "gp_dtype", _DEFAULT_GP_DTYPE)
 
 
 def psd_tolerance() -> float:
-    """Relative tolerance on negative eigenvalues when checking a covariance is PSD."""
+    """Relative tolerance on negative eigenvalues when checking a covariance is PSD.
+
+    Used by :func:`wmrl.gaussian.check_gaussian`.
+
+    >>> psd_tolerance()
+    1e-08
+    """
     return getattr(_state, "psd_tol", _DEFAULT_PSD_TOL)
 
 
 @contextlib.contextmanager
 def jitter_context(value: float) -> Iterator[None]:
-    """Temporarily set the Gram-matrix jitter."""
+    """Temporarily set the Gram-matrix jitter (restored on exit, also after an exception).
+
+    >>> with jitter_context(1e-6):
+    ...     jitter()
+    1e-06
+    >>> jitter()
+    1e-08
+    """
     old = jitter()
     _state.jitter = float(value)
     try:
@@ -63,7 +84,15 @@ def jitter_context(value: float) -> Iterator[None]:
 
 @contextlib.contextmanager
 def gp_dtype_context(dtype: torch.dtype) -> Iterator[None]:
-    """Temporarily set the default GP dtype."""
+    """Temporarily set the default GP dtype (restored on exit, also after an exception).
+
+    >>> from wmrl.gp.model import GPWorldModel
+    >>> with gp_dtype_context(torch.float32):
+    ...     GPWorldModel(obs_dim=2, action_dim=1).dtype
+    torch.float32
+    >>> gp_dtype()
+    torch.float64
+    """
     old = gp_dtype()
     _state.gp_dtype = dtype
     try:
