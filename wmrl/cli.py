@@ -252,7 +252,28 @@ def write_dreamer_figures(agent, out: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    Example: the ``debug`` preset with only the random trial (a fraction of a second) writes a
+    run directory; running again into it without ``--resume`` refuses (status 2, a message on
+    stderr), and ``--help`` exits through ``SystemExit`` as usual for ``argparse``.
+
+    >>> import contextlib, io, tempfile
+    >>> from pathlib import Path
+    >>> args = ["pilco", "--preset", "debug", "--max-trials", "0", "--no-plots", "--no-progress"]
+    >>> with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):
+    ...     first, again = main([*args, "--out", out]), main([*args, "--out", out])
+    ...     files = sorted(p.name for p in Path(out).iterdir())
+    >>> first, again, files
+    (0, 2, ['checkpoint.pt', 'config.json', 'log', 'records.json'])
+    >>> with contextlib.redirect_stdout(io.StringIO()) as text:
+    ...     try:
+    ...         main(["pilco", "--help"])
+    ...     except SystemExit as stop:
+    ...         print(stop.code)
+    >>> text.getvalue().startswith("usage: wmrl pilco"), text.getvalue().splitlines()[-1]
+    (True, '0')
+    """
     args = build_parser().parse_args(argv)
     if args.command == "pilco":
         return _pilco(args)
