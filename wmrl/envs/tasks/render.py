@@ -39,6 +39,25 @@ class Camera:
         size: ``(height, width)`` of the image in pixels.
         x_range: ``(x_min, x_max)`` in world units.
         y_range: ``(y_min, y_max)`` in world units.
+
+    Example: a black disk of radius ``0.75`` at the origin on a white 5 x 5 image of
+    ``[-1.25, 1.25]²`` (half a world unit per pixel). Pixels whose centre is at distance
+    ``≤ 0.5`` are inside (``0``); the diagonal neighbours at ``√2 / 2`` lie ``0.043`` inside the
+    edge, so they are covered to ``1/2 + 0.043 / 0.5 ≈ 0.59`` (``255 · 0.41 ≈ 106``).
+
+    >>> cam = Camera(size=(5, 5), x_range=(-1.25, 1.25), y_range=(-1.25, 1.25))
+    >>> cam.pixel
+    0.5
+    >>> px, py = cam.grid()  # [5, 5] each
+    >>> disk = coverage(disk_sdf(px, py, torch.zeros(2), 0.75), cam.pixel)  # [5, 5]
+    >>> image = paint(blank_canvas([], cam, (1.0, 1.0, 1.0), None), disk, (0.0, 0.0, 0.0))
+    >>> for row in to_uint8(image)[..., 0].tolist():
+    ...     print(row)
+    [255, 255, 255, 255, 255]
+    [255, 106, 0, 106, 255]
+    [255, 0, 0, 0, 255]
+    [255, 106, 0, 106, 255]
+    [255, 255, 255, 255, 255]
     """
 
     size: tuple[int, int] = (64, 64)
@@ -154,7 +173,12 @@ def coverage(sdf: torch.Tensor, pixel: float) -> torch.Tensor:
 def blank_canvas(
     batch_shape: Sequence[int], camera: Camera, colour: Sequence[float], device: torch.device | None
 ) -> torch.Tensor:
-    """A float32 canvas ``[*B, H, W, 3]`` filled with ``colour`` (RGB in ``[0, 1]``)."""
+    """A float32 canvas ``[*B, H, W, 3]`` filled with ``colour`` (RGB in ``[0, 1]``).
+
+    >>> canvas = blank_canvas([2], Camera(size=(3, 4)), (0.0, 0.5, 1.0), None)
+    >>> canvas.shape, canvas.dtype, canvas[1, 2, 3].tolist()
+    (torch.Size([2, 3, 4, 3]), torch.float32, [0.0, 0.5, 1.0])
+    """
     c = torch.tensor(colour, dtype=torch.float32, device=device)  # [3]
     return c.expand(*batch_shape, *camera.size, 3).clone()  # [*B, H, W, 3]
 
