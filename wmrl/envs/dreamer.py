@@ -234,6 +234,26 @@ class DreamerDecoder(Transform):
     Append it to a :class:`DreamerEnv` (``env.append_transform(DreamerDecoder())``) to record
     what the imagined trajectory looks like (e.g. ``"reco_pixels"``); the decoder's outputs are
     added at every step and at reset. The observation spec is left unchanged.
+
+    Example: the environment of :class:`DreamerEnv`'s example with a linear decoder of the
+    stochastic state; every imagined step carries its decoding.
+
+    >>> from tensordict.nn import TensorDictModule, TensorDictSequential
+    >>> from wmrl.rssm import RSSMPrior, DenseHead
+    >>> prior = RSSMPrior(None, 8, 6, 4, action_dim=2)
+    >>> model = TensorDictSequential(
+    ...     TensorDictModule(prior, ["state", "belief", "action"],
+    ...                      ["_", "_", "state", "belief"]),
+    ...     TensorDictModule(DenseHead(10, 1, 1, 8), ["state", "belief"], ["reward"]))
+    >>> decoder = TensorDictModule(nn.Linear(4, 3), ["state"], ["reco_observation"])
+    >>> env = DreamerEnv(model, prior_shape=(4,), belief_shape=(6,), obs_decoder=decoder)
+    >>> env = env.append_transform(DreamerDecoder())
+    >>> start = TensorDict({"state": torch.zeros(5, 4), "belief": torch.zeros(5, 6)}, [5])
+    >>> traj = env.rollout(3, tensordict=env.reset(start), auto_reset=False)
+    >>> traj["next", "reco_observation"].shape
+    torch.Size([5, 3, 3])
+    >>> torch.allclose(traj["next", "reco_observation"], decoder.module(traj["next", "state"]))
+    True
     """
 
     def __init__(self) -> None:
@@ -255,4 +275,5 @@ class DreamerDecoder(Transform):
         return self._call(tensordict_reset)
 
     def transform_observation_spec(self, observation_spec: TensorSpec) -> TensorSpec:
+        """Return ``observation_spec`` unchanged (the decoded entries are not declared)."""
         return observation_spec
