@@ -132,6 +132,23 @@ class DreamerObjective(nn.Module):
         return scale.to(returns.dtype)
 
     def forward(self, trajectory: TensorDictBase) -> torch.Tensor:
+        """``J`` of an imagined ``trajectory`` ``[*B, H]``; writes ``"lambda_target"`` and
+        ``"discount_weight"`` (each ``[*B, H, 1]``) into it.
+
+        Unit rewards, a zero critic, ``γ = 1/2``, ``λ = 1`` and ``w_t = γ^t``: the returns are
+        ``1.75, 1.5, 1`` and ``J = -(1.75 + 0.75 + 0.25) / 3``.
+
+        >>> from tensordict import TensorDict
+        >>> from tensordict.nn import TensorDictModule
+        >>> critic = TensorDictModule(torch.zeros_like, ["state"], ["state_value"])
+        >>> traj = TensorDict({"next": {"state": torch.zeros(1, 3, 1),
+        ...                             "reward": torch.ones(1, 3, 1)}}, [1, 3])
+        >>> objective = DreamerObjective(critic, gamma=0.5, lmbda=1.0, discount_weights=True)
+        >>> objective(traj)
+        tensor(-0.9167)
+        >>> traj["lambda_target"].flatten().tolist(), traj["discount_weight"].flatten().tolist()
+        ([1.75, 1.5, 1.0], [1.0, 0.5, 0.25])
+        """
         nxt = trajectory.get("next")
         value = evaluate_values(self.value, nxt, self.value_key, frozen_params=True)  # [*B, H, 1]
         reward = nxt.get("reward")  # [*B, H, 1]
