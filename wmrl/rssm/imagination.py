@@ -52,7 +52,15 @@ SUPPORTED_VALUE_ESTIMATORS = tuple(_ESTIMATORS)
 @contextlib.contextmanager
 def frozen(*modules: Any) -> Iterator[None]:
     """Temporarily stop gradients to the parameters of ``modules`` (gradients still flow
-    *through* them to their inputs), restoring each parameter's flag afterwards."""
+    *through* them to their inputs), restoring each parameter's flag afterwards.
+
+    >>> net = torch.nn.Linear(1, 1)
+    >>> x = torch.ones(1, 1, requires_grad=True)
+    >>> with frozen(net):
+    ...     net(x).sum().backward()
+    >>> net.weight.grad is None, x.grad is not None, net.weight.requires_grad
+    (True, True, True)
+    """
     params = [
         p
         for m in modules
@@ -81,6 +89,32 @@ def imagine(
 
     Returns:
         the trajectory ``[*B, horizon]``.
+
+    Example: the model ``x' = a x + u`` (reward ``-|x'|²``, learnable ``a``) and a linear
+    actor; the return's gradient reaches the actor, not the model.
+
+    >>> from tensordict.nn import TensorDictModule
+    >>> from torchrl.data import Unbounded
+    >>> from wmrl.envs.model_based import WorldModelEnv
+    >>> class Model(torch.nn.Module):
+    ...     state_keys, action_keys, predicts_reward = ("x",), ("action",), True
+    ...     def __init__(self) -> None:
+    ...         super().__init__()
+    ...         self.a = torch.nn.Parameter(torch.ones(()))
+    ...     def forward(self, td):
+    ...         x = self.a * td["x"] + td["action"]  # [*B, 1]
+    ...         td["next", "x"], td["next", "reward"] = x, -(x**2).sum(-1, keepdim=True)
+    ...         return td
+    >>> model = Model()
+    >>> env = WorldModelEnv(model, Unbounded((1,)), Unbounded((1,)), state_key="x")
+    >>> actor = TensorDictModule(torch.nn.Linear(1, 1, bias=False), ["x"], ["action"])
+    >>> start = TensorDict(x=torch.ones(2, 1), other=torch.zeros(2), batch_size=[2])
+    >>> trajectory = imagine(env, actor, start, horizon=4, state_keys=("x",))
+    >>> trajectory.shape
+    torch.Size([2, 4])
+    >>> trajectory["next", "reward"].sum().backward()
+    >>> actor.module.weight.grad is not None, model.a.grad is None
+    (True, True)
     """
     start = start.select(*state_keys).detach()
     with frozen(env), set_exploration_type(ExplorationType.RANDOM):
@@ -97,7 +131,16 @@ def evaluate_values(
     """Run ``value_model`` on the entries of ``td`` it reads; return its ``value_key`` ``[*B, 1]``.
 
     With ``frozen_params`` the value parameters get no gradient (gradients still reach the
-    inputs, e.g. the imagined states).
+    inputs, e.g. the imagined states). ``td`` itself is not written to.
+
+    >>> from tensordict.nn import TensorDictModule
+    >>> critic = TensorDictModule(torch.nn.Linear(2, 1), ["state"], ["state_value"])
+    >>> state = torch.ones(4, 2, requires_grad=True)
+    >>> td = TensorDict(state=state, belief=torch.zeros(4, 3), batch_size=[4])
+    >>> value = evaluate_values(critic, td, "state_value", frozen_params=True)
+    >>> value.sum().backward()
+    >>> value.shape, critic.module.weight.grad is None, state.grad is not None
+    (torch.Size([4, 1]), True, True)
     """
     inputs = td.select(*value_model.in_keys, strict=False)
     ctx = frozen(value_model) if frozen_params else contextlib.nullcontext()
@@ -113,7 +156,24 @@ def build_value_estimator(
 ) -> tuple[ValueEstimators, ValueEstimatorBase]:
     """A TorchRL ``TD0`` / ``TD1`` / ``TDLambda`` estimator with TorchRL's default
     hyper-parameters (``gamma = 0.99``, ``lmbda = 0.95``, differentiable; ``TDLambda``
-    vectorised), overridden by ``hyperparams``, reading the entries named in ``keys``."""
+    vectorised), overridden by ``hyperparams``, reading the entries named in ``keys``.
+
+    Returns:
+        the estimator type (``TDLambda`` when ``value_type`` is ``None``) and the estimator.
+
+    Raises:
+        ValueError: for an estimator other than those in :data:`SUPPORTED_VALUE_ESTIMATORS`.
+
+    >>> keys = {"reward": "reward", "value": "state_value", "done": "done",
+    ...         "terminated": "terminated"}
+    >>> value_type, estimator = build_value_estimator(None, keys)
+    >>> value_type.name, type(estimator).__name__, round(float(estimator.lmbda), 2)
+    ('TDLambda', 'TDLambdaEstimator', 0.95)
+    >>> build_value_estimator("GAE", keys)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: value estimator <...GAE...> is not supported; use one of ['TD0', 'TD1', 'TDLambda']
+    """
     if value_type is None:
         value_type = ValueEstimators.TDLambda
     if isinstance(value_type, str) and not isinstance(value_type, ValueEstimators):
@@ -144,6 +204,15 @@ def lambda_targets(
 
     Imagination never terminates, so ``done`` and ``terminated`` are all false and the last
     target bootstraps from ``v(s_H)``. Computed with autocast disabled.
+
+    Example: unit rewards and a zero critic with ``γ = 1/2``, ``λ = 1``: the discounted
+    returns ``V_2 = 1``, ``V_1 = 1 + V_2 / 2``, ``V_0 = 1 + V_1 / 2``.
+
+    >>> keys = {"reward": "reward", "value": "state_value", "done": "done",
+    ...         "terminated": "terminated"}
+    >>> _, estimator = build_value_estimator("TDLambda", keys, gamma=0.5, lmbda=1.0)
+    >>> lambda_targets(estimator, torch.ones(1, 3, 1), torch.zeros(1, 3, 1), keys).flatten()
+    tensor([1.7500, 1.5000, 1.0000])
     """
     if reward.shape != next_value.shape:
         raise ValueError(
