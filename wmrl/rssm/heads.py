@@ -26,7 +26,15 @@ NORMS = ("layer", "rms", None)
 def make_norm(
     norm: str | None, features: int, device: torch.device | str | None = None
 ) -> nn.Module:
-    """``nn.LayerNorm`` (``"layer"``), ``nn.RMSNorm`` (``"rms"``) or the identity (``None``)."""
+    """``nn.LayerNorm`` (``"layer"``), ``nn.RMSNorm`` (``"rms"``) or the identity (``None``).
+
+    >>> [type(make_norm(norm, 4)).__name__ for norm in NORMS]
+    ['LayerNorm', 'RMSNorm', 'Identity']
+    >>> make_norm("batch", 4)
+    Traceback (most recent call last):
+        ...
+    ValueError: unknown norm 'batch'; expected one of ('layer', 'rms', None)
+    """
     if norm == "layer":
         return nn.LayerNorm(features, device=device)
     if norm == "rms":
@@ -37,7 +45,16 @@ def make_norm(
 
 
 def concat_inputs(inputs: tuple[torch.Tensor, ...], in_features: int) -> torch.Tensor:
-    """The inputs concatenated on the last dimension, ``[*B, in_features]``, or a ValueError."""
+    """The inputs concatenated on the last dimension, ``[*B, in_features]``, or a ValueError.
+
+    >>> concat_inputs((torch.zeros(2, 3), torch.ones(2, 1)), 4)
+    tensor([[0., 0., 0., 1.],
+            [0., 0., 0., 1.]])
+    >>> concat_inputs((torch.zeros(2, 3),), 4)
+    Traceback (most recent call last):
+        ...
+    ValueError: inputs have 3 features, expected 4
+    """
     x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)  # [*B, in]
     if x.shape[-1] != in_features:
         raise ValueError(f"inputs have {x.shape[-1]} features, expected {in_features}")
@@ -81,6 +98,7 @@ class DenseHead(nn.Module):
         self.in_features = in_features
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The head on the concatenated ``inputs`` (``[*B, in_features]`` in all): ``[*B, out]``."""
         return self.net(concat_inputs(inputs, self.in_features))  # [*B, out]
 
 
@@ -133,6 +151,7 @@ class DreamerV3MLP(nn.Module):
         self.in_features, self.symlog_inputs = in_features, symlog_inputs
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The MLP on the concatenated (optionally symlog-ed) ``inputs``: ``[*B, out]``."""
         x = concat_inputs(inputs, self.in_features)  # [*B, in]
         if self.symlog_inputs:
             x = symlog(x)  # [*B, in]

@@ -41,7 +41,16 @@ def check_inputs(**named: tuple[torch.Tensor, int]) -> None:
 
 
 def action_dim_of(action_spec: Any, action_dim: int | None) -> int:
-    """Action dimension from an explicit ``action_dim`` or the last dim of ``action_spec``."""
+    """Action dimension from an explicit ``action_dim`` or the last dim of ``action_spec``.
+
+    >>> from torchrl.data import Bounded
+    >>> action_dim_of(Bounded(-1.0, 1.0, (3,)), None), action_dim_of(None, 2)
+    (3, 2)
+    >>> action_dim_of(None, None)
+    Traceback (most recent call last):
+        ...
+    ValueError: give action_dim or an action_spec with a shape
+    """
     if action_dim is not None:
         return int(action_dim)
     shape = getattr(action_spec, "shape", None)
@@ -55,6 +64,20 @@ def gru_fp32(cell: nn.GRUCell, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor
 
     The recurrence accumulates over the whole sequence, so it runs in full precision even under
     bfloat16 autocast.
+
+    Args:
+        cell: the GRU cell (float32 parameters).
+        x: input ``[N, in]``.
+        h: previous hidden state ``[N, H]``.
+
+    Returns:
+        the next hidden state ``[N, H]`` in ``x.dtype``.
+
+    >>> cell = nn.GRUCell(3, 2)
+    >>> x, h = torch.ones(4, 3, dtype=torch.bfloat16), torch.zeros(4, 2)
+    >>> out = gru_fp32(cell, x, h)
+    >>> out.dtype, torch.equal(out, cell(x.float(), h).to(torch.bfloat16))
+    (torch.bfloat16, True)
     """
     dtype = x.dtype
     with torch.autocast(device_type=x.device.type, enabled=False):
@@ -168,6 +191,7 @@ class RSSMPrior(nn.Module):
         action: torch.Tensor,
         noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One prior step: ``(prior_mean, prior_std, state, belief)`` (see the class docstring)."""
         belief = self.update_belief(state, belief, action)  # [*B, H]
         mean, std = self.distribution(belief)  # [*B, S], [*B, S]
         if noise is None:
