@@ -157,6 +157,7 @@ class DreamerModelLoss(LossModule):
         pass
 
     def forward(self, tensordict: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
+        """``(loss_td, model_output.detach())`` for a batch of sequences (see the class doc)."""
         keys = self.tensor_keys
         td = tensordict.copy()
         td.rename_key_(("next", keys.reward), ("next", keys.true_reward))
@@ -219,6 +220,27 @@ class DreamerActorLoss(LossModule):
         discount_loss: weight step ``t`` by ``gamma^t``.
 
     ``forward(tensordict)`` returns ``(TensorDict(loss_actor=...), trajectory.detach())``.
+
+    Example: a model with unit rewards, a zero critic and ``γ = 1/2``, ``λ = 1``: over three
+    steps the targets are ``1.75, 1.5, 1``, so the loss is ``-4.25``, or ``-(1.75 + 0.75 +
+    0.25) = -2.75`` with ``discount_loss``.
+
+    >>> from tensordict.nn import TensorDictModule
+    >>> from torchrl.data import Unbounded
+    >>> from wmrl.envs.dreamer import DreamerEnv
+    >>> step = TensorDictModule(lambda s, h, a: (s + a, h, torch.ones_like(a)),
+    ...                         ["state", "belief", "action"], ["state", "belief", "reward"])
+    >>> env = DreamerEnv(step, prior_shape=(1,), belief_shape=(2,), action_spec=Unbounded((1,)))
+    >>> actor = TensorDictModule(torch.nn.Linear(1, 1), ["state"], ["action"])
+    >>> critic = TensorDictModule(torch.zeros_like, ["state"], ["state_value"])
+    >>> start = TensorDict({"state": torch.zeros(4, 1), "belief": torch.zeros(4, 2)}, [4])
+    >>> loss = DreamerActorLoss(actor, critic, env, imagination_horizon=3)
+    >>> loss_td, trajectory = loss.make_value_estimator(gamma=0.5, lmbda=1.0)(start)
+    >>> loss_td["loss_actor"], trajectory["lambda_target"][0].flatten().tolist()
+    (tensor(-4.2500), [1.75, 1.5, 1.0])
+    >>> loss = DreamerActorLoss(actor, critic, env, imagination_horizon=3, discount_loss=True)
+    >>> loss.make_value_estimator(gamma=0.5, lmbda=1.0)(start)[0]["loss_actor"]
+    tensor(-2.7500)
     """
 
     @dataclass
@@ -301,6 +323,7 @@ class DreamerActorLoss(LossModule):
         return fake
 
     def forward(self, tensordict: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
+        """``(TensorDict(loss_actor=...), trajectory.detach())`` from the start states."""
         fake = self.imagine(tensordict)
         target = fake.get("lambda_target")  # [*B, H, 1]
         if self.discount_loss:
@@ -358,6 +381,7 @@ class DreamerValueLoss(LossModule):
         pass
 
     def forward(self, fake_data: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
+        """``(TensorDict(loss_value=...), fake_data)`` for an imagined trajectory."""
         target = fake_data.get(self.tensor_keys.lambda_target)  # [*B, H, 1]
         value = evaluate_values(
             self.value_model, fake_data, self.tensor_keys.value, frozen_params=False
