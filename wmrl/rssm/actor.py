@@ -90,6 +90,7 @@ class DreamerActor(nn.Module):
     def forward(
         self, state: torch.Tensor, belief: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action ``(loc, scale)``, each ``[*B, A]``, of ``state`` and ``belief``."""
         loc, raw = self.backbone(torch.cat([state, belief], dim=-1)).chunk(2, -1)  # [*B, A] x 2
         return loc, biased_softplus_scale(raw, self.std_bias, self.std_min_val)
 
@@ -114,6 +115,7 @@ class TanhNormalSample(nn.Module):
         self.mean_scale = mean_scale
 
     def forward(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """An action ``[*B, A]`` in ``(-1, 1)``: a sample, or the deterministic action."""
         kind = interaction_type()
         if kind in (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN):
             noise = torch.zeros_like(loc)  # [*B, A]

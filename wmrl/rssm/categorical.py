@@ -131,6 +131,7 @@ class RSSMPriorV3(nn.Module):
         action: torch.Tensor,
         noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One prior step: ``(prior_logits, state, belief)`` (see the class docstring)."""
         belief = self.update_belief(state, belief, action)  # [*B, H]
         logits = self.rnn_to_prior_projector(belief)  # [*B, C * K]
         logits = logits.unflatten(-1, (self.num_categoricals, self.num_classes))  # [*B, C, K]
@@ -195,6 +196,7 @@ class RSSMPosteriorV3(nn.Module):
         obs_embedding: torch.Tensor,
         noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(posterior_logits, state)`` (see the class docstring)."""
         check_inputs(
             belief=(belief, self.rnn_hidden_dim), obs_embedding=(obs_embedding, self.obs_embed_dim)
         )

@@ -97,6 +97,7 @@ class RSSMPosterior(nn.Module):
         obs_embedding: torch.Tensor,
         noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(posterior_mean, posterior_std, state)`` (see the class docstring)."""
         check_inputs(
             belief=(belief, self.rnn_hidden_dim), obs_embedding=(obs_embedding, self.obs_embed_dim)
         )

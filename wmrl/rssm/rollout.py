@@ -246,6 +246,7 @@ class RSSMRollout(TensorDictModuleBase):
         return values
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Filter a sequence ``[*B, T]``; returns a copy with the per-step outputs written."""
         if tensordict.batch_dims < 1:
             raise ValueError("RSSMRollout needs a TensorDict with a time dimension (batch [*B, T])")
         nb = tensordict.batch_dims - 1  # index of the time dimension
