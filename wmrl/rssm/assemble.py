@@ -37,6 +37,19 @@ class DreamerModules:
         actor: ``("state", "belief") -> "action"`` (tanh-Gaussian sample).
         value: ``("state", "belief") -> "state_value"``.
         encoder, decoder, prior, posterior, reward, rollout: the parts.
+
+    Example: the parts are shared, so training the world model trains the imagination
+    environment; the actor imagines in it and the critic values the imagined states.
+
+    >>> from tensordict import TensorDict
+    >>> m = make_dreamer(2, channels=4, state_dim=4, rnn_hidden_dim=8, hidden_dim=8,
+    ...                  mlp_cells=8, actor_depth=1, actor_cells=8)
+    >>> m.model_based_env.obs_decoder.module is m.decoder, m.world_model[0].module is m.encoder
+    (True, True)
+    >>> start = TensorDict({"state": torch.zeros(3, 4), "belief": torch.zeros(3, 8)}, [3])
+    >>> trajectory = m.model_based_env.rollout(5, m.actor, tensordict=start, auto_reset=False)
+    >>> trajectory["next", "reward"].shape, m.value(trajectory)["state_value"].shape
+    (torch.Size([3, 5, 1]), torch.Size([3, 5, 1]))
     """
 
     world_model: TensorDictSequential
