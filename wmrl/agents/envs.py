@@ -96,6 +96,7 @@ class RepeatAction(Transform):
         return next_tensordict.set(reward_key, reward)
 
     def forward(self, tensordict: Any) -> Any:
+        """Not a module of its own: the repeat happens in the environment's step."""
         raise RuntimeError("RepeatAction acts only inside a TransformedEnv's step")
 
 

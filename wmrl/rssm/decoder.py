@@ -79,6 +79,7 @@ class ObsDecoder(nn.Module):
         self.latent_dim, self.channels_last = latent_dim, channels_last
 
     def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        """``state [*B, S]`` and ``belief [*B, H]`` to the mean frame ``[*B, C, 64, 64]``."""
         latent = torch.cat([state, belief], dim=-1)  # [*B, S + H]
         if latent.shape[-1] != self.latent_dim:
             raise ValueError(

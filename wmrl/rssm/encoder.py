@@ -9,7 +9,15 @@ __all__ = ["ObsEncoder", "resolve_depth"]
 
 
 def resolve_depth(channels: int, depth: int | None) -> int:
-    """Channel multiplier from ``channels`` and its alias ``depth`` (Hafner's name for it)."""
+    """Channel multiplier from ``channels`` and its alias ``depth`` (Hafner's name for it).
+
+    >>> resolve_depth(32, None), resolve_depth(32, 16), resolve_depth(16, None)
+    (32, 16, 16)
+    >>> resolve_depth(8, 16)
+    Traceback (most recent call last):
+        ...
+    ValueError: channels=8 and depth=16 disagree; give one of them
+    """
     if depth is None:
         return channels
     if channels not in (32, depth):
@@ -77,6 +85,7 @@ class ObsEncoder(nn.Module):
         return self.channels * 2 ** (self.num_layers - 1) * side * side
 
     def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        """Frames ``[*B, C, H, W]`` to embeddings ``[*B, F]`` (see the class example)."""
         if observation.dim() < 3 or observation.shape[-3] != self.in_channels:
             raise ValueError(
                 f"observation must be [*B, {self.in_channels}, H, W], "
