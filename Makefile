@@ -21,11 +21,11 @@ demo: venv
 
 test: venv
 	$(PY) -m ruff check wmrl tests benchmarks examples
-	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	$(PY) -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
 	$(PY) -m pytest -q
 
 docs: venv
-	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	$(PY) -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
 
 bench: venv
 	$(PY) benchmarks/tasks.py
