@@ -265,6 +265,7 @@ def test_pixel_agent_checkpoints_resumes_and_continues_with_identical_state(tmp_
     del part
     resumed = Dreamer.resume(tmp_path / "part")
     assert resumed.env_steps == 24 and len(resumed.replay) == 24
+    assert resumed.last_eval_episode["pixels"].dtype == torch.uint8  # kept for the figures
     resumed.run()
     _assert_same(_flat_state(resumed), _flat_state(full))
     n = len(full.replay)

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torchrl.collectors import Collector, MultiSyncCollector, RandomPolicy
 from torchrl.data import Unbounded
 from torchrl.envs import EnvBase, StepCounter, TensorDictPrimer, TransformedEnv
@@ -669,8 +669,8 @@ class Dreamer:
         records, networks, return statistics, optimisers and RNG states.
 
         >>> agent = Dreamer(DreamerConfig.preset("debug", task="pendulum-swingup"))
-        >>> sorted(agent.state_dict())
-        ['config', 'counters', 'nets', 'objective', 'optimizers', 'records', 'rng']
+        >>> print(*sorted(agent.state_dict()))
+        config counters last_eval_episode nets objective optimizers records rng
         """
         rng: dict[str, Any] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -694,6 +694,9 @@ class Dreamer:
                 "value": self.value_opt.state_dict(),
             },
             "rng": rng,
+            # the last evaluation episode (observations and actions), for the open-loop figure
+            "last_eval_episode": None if self.last_eval_episode is None
+            else self.last_eval_episode.to_dict(),
         }
 
     def save(self) -> Path:
@@ -735,6 +738,9 @@ class Dreamer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         if state.get("replay"):
             self.replay.load(self.run_dir / state["replay"])
+        episode = state.get("last_eval_episode")  # absent in checkpoints of earlier versions
+        if episode is not None:
+            self.last_eval_episode = TensorDict(episode, batch_size=[len(episode["action"])])
 
     @classmethod
     def resume(
