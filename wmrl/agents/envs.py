@@ -214,7 +214,7 @@ def make_env(
         ...
     ValueError: unknown task 'acrobot'; choose from ('cartpole-swingup', 'pendulum-swingup') or ...
     """
-    steps = 1000 if task.startswith("dmc:") else max_steps  # dm_control's episodes: 1000 steps
+    steps = _env_steps_per_episode(task, max_steps)
     if action_repeat < 1 or steps % action_repeat:
         raise ValueError(
             f"action_repeat must be >= 1 and divide the episode's {steps} steps (max_steps), "
@@ -256,5 +256,8 @@ def episode_length(task: str, max_steps: int, action_repeat: int) -> int:
     >>> episode_length("dmc:cartpole-swingup", max_steps=100, action_repeat=2)  # 1000 steps
     500
     """
-    steps = 1000 if task.startswith("dmc:") else max_steps
-    return steps // action_repeat
+    return _env_steps_per_episode(task, max_steps) // action_repeat
+
+
+def _env_steps_per_episode(task: str, max_steps: int) -> int:
+    return 1000 if task.startswith("dmc:") else max_steps  # dm_control's episodes: 1000 steps
