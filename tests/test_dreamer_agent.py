@@ -235,7 +235,7 @@ def _cfg(**kw):
 
 def _flat_state(agent):
     sd = agent.state_dict()
-    return {k: sd[k] for k in ("nets", "objective", "optimizers")}
+    return {k: sd[k] for k in ("nets", "objective", "exploration", "optimizers")}
 
 
 def _assert_same(a, b, path=""):
@@ -276,6 +276,27 @@ def test_pixel_agent_checkpoints_resumes_and_continues_with_identical_state(tmp_
     ]
     # only the newest replay copy is kept next to the checkpoint
     assert len(list((tmp_path / "part").glob("replay-[0-9]*"))) == 1
+
+
+def test_exploring_agent_resumes_with_its_ensemble_and_continues_identically(tmp_path):
+    cfg = _cfg(version=3, env_steps=36, exploration_bonus=0.5)
+    full = Dreamer(cfg, out_dir=tmp_path / "full")
+    full.run()
+    scale = float(full.exploration.scale)
+    assert scale > 0 and "loss_exploration" in full.last_losses
+    part = Dreamer(cfg, out_dir=tmp_path / "part")
+    part.evaluate(random=True)
+    part.iterate()
+    part.iterate()
+    part.close()
+    del part
+    resumed = Dreamer.resume(tmp_path / "part")
+    resumed.run()
+    _assert_same(_flat_state(resumed), _flat_state(full))
+    # a checkpoint without an ensemble cannot feed an agent that explores
+    plain = Dreamer(_cfg(version=3, env_steps=12), out_dir=tmp_path / "plain")
+    with pytest.raises(ValueError, match="no exploration ensemble"):
+        Dreamer(cfg).load_state_dict(plain.state_dict())
 
 
 def test_records_separate_evaluation_from_training_and_the_random_baseline():

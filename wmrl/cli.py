@@ -160,6 +160,11 @@ def _add_dreamer_parser(sub) -> None:
                    help="replayed steps per collected step")  # fmt: skip
     p.add_argument("--max-steps", type=int, default=None, help="episode length (env steps)")
     p.add_argument("--action-repeat", type=int, default=None)
+    p.add_argument("--exploration-bonus", type=float, default=None,
+                   help="weight of the ensemble-disagreement bonus (Plan2Explore; 0: off)")
+    p.add_argument("--actor-lr", type=float, default=None)
+    p.add_argument("--value-lr", type=float, default=None)
+    p.add_argument("--model-lr", type=float, default=None)
     p.add_argument("--num-envs", type=int, default=None, help="environments per collector")
     p.add_argument("--collector-workers", type=int, default=None,
                    help="collector processes (TorchRL MultiSyncCollector)")  # fmt: skip
@@ -186,7 +191,8 @@ def _dreamer(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"dreamer-{args.task.replace(':', '-')}-seed{args.seed}"
     names = ("env_steps", "max_wall_s", "train_ratio", "max_steps", "action_repeat", "num_envs",
              "collector_workers", "eval_every", "eval_episodes", "checkpoint_every",
-             "precision", "device")  # fmt: skip
+             "precision", "device", "exploration_bonus", "actor_lr", "value_lr",
+             "model_lr")  # fmt: skip
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.no_progress:
         overrides["progress"] = False

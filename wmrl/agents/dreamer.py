@@ -71,6 +71,7 @@ from wmrl.agents.distributed import (
 from wmrl.agents.dreamer_modules import DreamerNets, DreamerSizes, make_dreamer_nets
 from wmrl.agents.dreamer_objective import DreamerObjective
 from wmrl.agents.envs import episode_length, make_env
+from wmrl.agents.exploration import DisagreementEnsemble
 from wmrl.agents.replay import SequenceReplay
 from wmrl.rssm import DreamerModelLoss, DreamerV3ModelLoss, DreamerV3ValueLoss, DreamerValueLoss
 from wmrl.rssm.imagination import frozen
@@ -112,6 +113,9 @@ class DreamerConfig(DreamerSizes):
         entropy_bonus: actor entropy bonus (v3; ``None``: 3e-4).
         discount_weights: weight imagined step ``t`` by ``gamma^t`` in the actor and critic
             losses (``None``: off for v1 as the pages, on for v3 as the paper).
+        exploration_bonus: ``β`` of the ensemble-disagreement bonus added to the imagined
+            rewards (:mod:`wmrl.agents.exploration`, Plan2Explore; 0: off, no ensemble built).
+        ensemble_size: members of the disagreement ensemble.
         eval_every: environment steps between evaluations.
         eval_episodes: evaluation episodes (deterministic policy, own environment and seeds).
         checkpoint_every: environment steps between checkpoints (``0``: only at the end).
@@ -159,6 +163,8 @@ class DreamerConfig(DreamerSizes):
     free_nats: float = 3.0
     entropy_bonus: float | None = None
     discount_weights: bool | None = None
+    exploration_bonus: float = 0.0
+    ensemble_size: int = 5
     eval_every: int = 5_000
     eval_episodes: int = 5
     checkpoint_every: int = 5_000
@@ -236,6 +242,8 @@ class DreamerConfig(DreamerSizes):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.train_ratio < 0 or self.prefill_episodes < 0 or self.checkpoint_every < 0:
             raise ValueError("train_ratio, prefill_episodes and checkpoint_every must be >= 0")
+        if self.exploration_bonus < 0 or self.ensemble_size < 2:
+            raise ValueError("need exploration_bonus >= 0 and ensemble_size >= 2")
         L = episode_length(self.task, self.max_steps, self.action_repeat)
         if L < self.seq_len + 1:
             raise ValueError(
@@ -398,7 +406,17 @@ class Dreamer:
         self.nets: DreamerNets = make_dreamer_nets(
             c.version, self.action_dim, self.obs_key, obs_dim, c.sizes(), device=self.device
         )
-        broadcast_parameters(self.nets.parts.values())
+        self.exploration: DisagreementEnsemble | None = None
+        if c.exploration_bonus > 0:
+            sizes = c.sizes()
+            S = sizes.state_dim if c.version == 1 else sizes.num_categoricals * sizes.num_classes
+            embed = self.nets.parts["encoder"]
+            embed_dim = embed.output_dim(64) if c.pixels else sizes.embed_dim
+            self.exploration = DisagreementEnsemble(
+                S + sizes.rnn_hidden_dim, self.action_dim, embed_dim, members=c.ensemble_size,
+                num_cells=sizes.mlp_cells, device=self.device,
+            )  # fmt: skip
+        broadcast_parameters([*self.nets.parts.values(), *self._exploration_modules()])
         self._build_losses_and_optimisers()
         self.replay = SequenceReplay(
             c.capacity, c.seq_len, c.batch_size, self.obs_key, self.run_dir / "replay-live",
@@ -440,19 +458,27 @@ class Dreamer:
         entropy = (c.entropy_bonus if c.entropy_bonus is not None else 3e-4) if v3 else 0.0
         self.objective = DreamerObjective(
             nets.value, gamma=c.gamma, lmbda=c.lmbda, discount_weights=discount,
-            return_normalization=v3, entropy_bonus=entropy,
+            return_normalization=v3, entropy_bonus=entropy, exploration=self.exploration,
+            exploration_bonus=c.exploration_bonus,
         )  # fmt: skip
         model_lr, actor_lr, value_lr = c.learning_rates()
         self.model_params = nets.world_model_parameters()
         self.value_params = list(nets.parts["value"].parameters())
         self.model_opt = torch.optim.Adam(self.model_params, lr=model_lr)
         self.value_opt = torch.optim.Adam(self.value_params, lr=value_lr)
+        self.exploration_opt = None
+        if self.exploration is not None:
+            self.exploration_params = list(self.exploration.parameters())
+            self.exploration_opt = torch.optim.Adam(self.exploration_params, lr=model_lr)
         self.search = PolicySearch(
             nets.imagination_env, nets.actor, self.objective, c.horizon, optimizer="adam",
             lr=actor_lr, parameters=nets.parts["actor"].parameters(),
             max_grad_norm=c.grad_clip, context=self._imagination_context,
             grad_hook=average_gradients,
         )  # fmt: skip
+
+    def _exploration_modules(self) -> list[torch.nn.Module]:
+        return [] if self.exploration is None else [self.exploration]
 
     def _amp_dtype(self) -> torch.dtype | None:
         p = self.config.precision
@@ -535,6 +561,8 @@ class Dreamer:
             model_td, out = self.model_loss(batch)
             total = sum(v for k, v in model_td.items() if k.startswith("loss_"))
         self._step(self.model_opt, total, self.model_params)
+        if self.exploration is not None:
+            self._train_exploration(out)
 
         start = out.get("next").select("state", "belief").reshape(-1).detach()  # [B * T]
         result = self.search.run(start, 1)
@@ -545,7 +573,22 @@ class Dreamer:
         losses = {k: v.detach() for k, v in model_td.items() if k.startswith("loss_")}
         losses["loss_actor"] = torch.tensor(result.history[-1])
         losses["loss_value"] = value_td["loss_value"].detach()
+        if self.exploration is not None:
+            losses["loss_exploration"] = self.last_exploration_loss
         return losses
+
+    def _train_exploration(self, out: TensorDictBase) -> None:
+        """Fit the disagreement ensemble on the batch's transitions ``(s_t, h_t, a_t) ->
+        e_{t+1}`` (posterior latents and embeddings of the model pass, detached)."""
+        assert self.exploration is not None and self.exploration_opt is not None
+        nxt = out.get("next")
+        latent = torch.cat([nxt.get("state"), nxt.get("belief")], -1)[:, :-1]  # [B, T-1, F]
+        action = out.get("action")[:, 1:]  # [B, T-1, A]: the action taken from that latent
+        target = nxt.get("encoded_latents")[:, 1:]  # [B, T-1, E]
+        with self._autocast():
+            loss = self.exploration.loss(latent, action, target)
+        self._step(self.exploration_opt, loss, self.exploration_params)
+        self.last_exploration_loss = loss.detach()
 
     # ------------------------------------------------------------------ the loop
     def _collect(self) -> TensorDictBase:
@@ -670,7 +713,7 @@ class Dreamer:
 
         >>> agent = Dreamer(DreamerConfig.preset("debug", task="pendulum-swingup"))
         >>> print(*sorted(agent.state_dict()))
-        config counters last_eval_episode nets objective optimizers records rng
+        config counters exploration last_eval_episode nets objective optimizers records rng
         """
         rng: dict[str, Any] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -688,10 +731,13 @@ class Dreamer:
             "records": [dataclasses.asdict(r) for r in self.records],
             "nets": self.nets.state_dict(),
             "objective": self.objective.state_dict(),
+            "exploration": None if self.exploration is None else self.exploration.state_dict(),
             "optimizers": {
                 "model": self.model_opt.state_dict(),
                 "actor": self.search.optimizer.state_dict(),
                 "value": self.value_opt.state_dict(),
+                "exploration": None if self.exploration_opt is None
+                else self.exploration_opt.state_dict(),
             },
             "rng": rng,
             # the last evaluation episode (observations and actions), for the open-loop figure
@@ -733,6 +779,12 @@ class Dreamer:
         assert self.search.optimizer is not None
         self.search.optimizer.load_state_dict(opts["actor"])
         self.value_opt.load_state_dict(opts["value"])
+        if self.exploration is not None:
+            if state.get("exploration") is None:
+                raise ValueError("the checkpoint has no exploration ensemble to restore")
+            self.exploration.load_state_dict(state["exploration"])
+            assert self.exploration_opt is not None
+            self.exploration_opt.load_state_dict(opts["exploration"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])

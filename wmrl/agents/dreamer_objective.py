@@ -7,6 +7,9 @@ lambda-return objective of :func:`wmrl.search.lambda_return_objective` (Hafner e
 
 ``J = -mean_{b,t} w_t G^λ_t / S - η mean_{b,t} w_t H[π(·|s_t)]``
 
+and, optionally, an exploration bonus ``β d_t`` (:class:`~wmrl.agents.exploration.
+DisagreementEnsemble`, Plan2Explore) added to every imagined reward before the returns.
+
 * ``G^λ_t`` from :func:`wmrl.search.lambda_returns` with the frozen critic on the imagined next
   states; ``w_t = γ^t`` (``discount_weights``) or 1;
 * ``S = max(min_scale, EMA(P95) - EMA(P5))`` of the returns (``return_normalization``), else 1;
@@ -28,7 +31,7 @@ from torch import nn
 
 from wmrl.agents.distributed import all_reduce_mean
 from wmrl.rssm.functional import cumulative_discount
-from wmrl.rssm.imagination import evaluate_values
+from wmrl.rssm.imagination import evaluate_values, frozen
 from wmrl.search import lambda_returns
 
 __all__ = ["DreamerObjective", "tanh_normal_entropy"]
@@ -72,6 +75,10 @@ class DreamerObjective(nn.Module):
         min_scale: lower bound of ``S`` (1).
         entropy_bonus: ``η`` (0; DreamerV3 uses 3e-4).
         value_key: the critic's output entry.
+        exploration: an ensemble whose :meth:`~wmrl.agents.exploration.DisagreementEnsemble.
+            bonus` of ``(state, belief)`` and ``action`` at step ``t`` is added, times
+            ``exploration_bonus``, to the reward of that step (its parameters frozen here).
+        exploration_bonus: ``β`` (0: off).
 
     The percentile EMAs are buffers (checkpointed with the state dict), updated in training mode
     from the returns of all data-parallel processes (averaged), so every process uses the same
@@ -101,6 +108,8 @@ class DreamerObjective(nn.Module):
         min_scale: float = 1.0,
         entropy_bonus: float = 0.0,
         value_key: str = "state_value",
+        exploration: nn.Module | None = None,
+        exploration_bonus: float = 0.0,
     ) -> None:
         super().__init__()
         if not (0 < gamma <= 1 and 0 <= lmbda <= 1):
@@ -110,6 +119,10 @@ class DreamerObjective(nn.Module):
             raise ValueError(f"quantiles must satisfy 0 <= low < high <= 1, got {quantiles}")
         if not 0.0 <= rate <= 1.0 or min_scale <= 0 or entropy_bonus < 0:
             raise ValueError("need 0 <= rate <= 1, min_scale > 0 and entropy_bonus >= 0")
+        if exploration_bonus < 0 or (exploration_bonus > 0 and exploration is None):
+            raise ValueError("exploration_bonus must be >= 0 and needs an exploration ensemble")
+        self.__dict__["exploration"] = exploration  # trained by its own loss: not a submodule
+        self.exploration_bonus = exploration_bonus
         self.__dict__["value"] = value  # trained by its own loss: not a submodule
         self.gamma, self.lmbda, self.discount_weights = gamma, lmbda, discount_weights
         self.return_normalization, self.rate = return_normalization, rate
@@ -130,6 +143,12 @@ class DreamerObjective(nn.Module):
                 self.return_high.lerp_(lohi[1].to(self.return_high), self.rate)
         scale = (self.return_high - self.return_low).clamp_min(self.min_scale)
         return scale.to(returns.dtype)
+
+    def intrinsic_reward(self, trajectory: TensorDictBase) -> torch.Tensor:
+        """The exploration ensemble's bonus of each imagined step, ``[*B, H, 1]``."""
+        latent = torch.cat([trajectory.get("state"), trajectory.get("belief")], -1)  # [*B, H, F]
+        with frozen(self.exploration):
+            return self.exploration.bonus(latent, trajectory.get("action"))  # [*B, H, 1]
 
     def forward(self, trajectory: TensorDictBase) -> torch.Tensor:
         """``J`` of an imagined ``trajectory`` ``[*B, H]``; writes ``"lambda_target"`` and
@@ -154,6 +173,8 @@ class DreamerObjective(nn.Module):
         reward = nxt.get("reward")  # [*B, H, 1]
         dtype = torch.promote_types(reward.dtype, torch.float32)  # at least float32 (autocast)
         reward, value = reward.to(dtype), value.to(dtype)  # [*B, H, 1] each
+        if self.exploration_bonus > 0:
+            reward = reward + self.exploration_bonus * self.intrinsic_reward(trajectory).to(dtype)
         target = lambda_returns(reward, value, self.gamma, self.lmbda)  # [*B, H, 1]
         if self.discount_weights:
             weight = cumulative_discount(target, self.gamma)  # [*B, H, 1]
