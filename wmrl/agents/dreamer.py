@@ -414,7 +414,7 @@ class Dreamer:
             embed_dim = embed.output_dim(64) if c.pixels else sizes.embed_dim
             self.exploration = DisagreementEnsemble(
                 S + sizes.rnn_hidden_dim, self.action_dim, embed_dim, members=c.ensemble_size,
-                num_cells=sizes.mlp_cells, device=self.device,
+                num_cells=sizes.hidden_dim, device=self.device,
             )  # fmt: skip
         broadcast_parameters([*self.nets.parts.values(), *self._exploration_modules()])
         self._build_losses_and_optimisers()
