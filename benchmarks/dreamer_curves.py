@@ -1,12 +1,13 @@
 """One figure of Dreamer learning curves: evaluation cost per step against environment steps.
 
-Reads the ``<task>.json`` files that ``benchmarks/dreamer_pixels.py`` writes (one per run) and
+Reads the ``<task>-v<version>-seed<seed>.json`` files that ``benchmarks/dreamer_pixels.py``
+writes (one per run) and
 draws each run's evaluation cost per step (deterministic policy, separate episodes), its random
 policy's cost and half of it (the pendulum criterion).
 
 Usage::
 
-    python benchmarks/dreamer_curves.py runs/a/pendulum-swingup.json:"label" ... \\
+    python benchmarks/dreamer_curves.py runs/a/pendulum-swingup-v1-seed0.json:"label" ... \\
         --title "..." --out docs/figures/dreamer_pixels_curves.png
 """
 

@@ -13,7 +13,8 @@ The built-in tasks run at ``dt = 0.1`` s with 100-step (10 s) episodes and no ac
 to at most half of the random policy's within the run.
 
 Outputs in ``--out``: one run directory per task (checkpoint, replay, CSV log, figures from
-:func:`wmrl.cli.write_dreamer_figures`), ``<task>.json`` (records and summary) and
+:func:`wmrl.cli.write_dreamer_figures`), ``<task>-v<version>-seed<seed>.json`` (records and
+summary) and
 ``summary.md`` (a table for docs/benchmarks_dreamer_agent.md).
 
 Usage::
@@ -96,7 +97,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         "half_random_reached_at_env_steps": reached["env_steps"] if reached else None,
         "half_random_reached_at_wall_s": reached["wall_s"] if reached else None,
     }
-    (args.out / f"{task}.json").write_text(
+    (args.out / f"{task}-v{args.version}-seed{args.seed}.json").write_text(
         json.dumps({"summary": summary, "records": records, "config": dataclasses.asdict(
             agent.config)}, indent=1)  # fmt: skip
     )

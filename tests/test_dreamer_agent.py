@@ -196,6 +196,28 @@ def test_angle_features_and_agent_env_specs():
         make_env("acrobot", pixels=False)
 
 
+def test_pixel_world_model_sees_centred_frames_and_reconstructs_in_unit_range():
+    nets = make_dreamer_nets(1, 1, "pixels", sizes=TINY)
+    frames = torch.rand(2, 3, 64, 64)
+    encoder, decoder = nets.parts["encoder"], nets.parts["decoder"]
+    # the policy, the world model and the imagination environment share the centred networks
+    assert torch.equal(nets.policy.encoder(frames), encoder(frames - 0.5))
+    state, belief = torch.randn(2, TINY.state_dim), torch.randn(2, TINY.rnn_hidden_dim)
+    reco = nets.imagination_env.obs_decoder.module(state, belief)
+    assert torch.equal(reco, decoder(state, belief) + 0.5)
+    seq = TensorDict({"state": torch.zeros(1, 3, TINY.state_dim),
+                      "belief": torch.zeros(1, 3, TINY.rnn_hidden_dim),
+                      "action": torch.zeros(1, 3, 1),
+                      "next": {"pixels": torch.rand(1, 3, 3, 64, 64)}}, [1, 3])  # fmt: skip
+    out = nets.world_model(seq)["next"]
+    assert torch.equal(out["encoded_latents"], encoder(seq["next", "pixels"] - 0.5))
+    assert torch.equal(out["reco_pixels"], decoder(out["state"], out["belief"]) + 0.5)
+    # vector observations are not shifted
+    vec = make_dreamer_nets(1, 1, "observation", obs_dim=3, sizes=TINY)
+    obs = torch.randn(4, 3)
+    assert torch.equal(vec.policy.encoder(obs), vec.parts["encoder"](obs))
+
+
 def test_rssm_policy_carries_its_latent_and_is_deterministic_in_evaluation():
     torch.manual_seed(0)
     nets = make_dreamer_nets(1, 1, "pixels", sizes=TINY)

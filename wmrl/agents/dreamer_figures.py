@@ -135,7 +135,8 @@ def open_loop_prediction(
     )
     out = nets.world_model(seq).get("next")
     state, belief = out.get("state")[0], out.get("belief")[0]  # [context, S], [context, H]
-    decoder, prior = nets.parts["decoder"], nets.parts["prior"]
+    decoder = nets.imagination_env.obs_decoder.module  # with the agent's pixel centring
+    prior = nets.parts["prior"]
     pred = [decoder(state, belief)]  # [context, *obs]
     s, h = state[-1:], belief[-1:]  # [1, S], [1, H]
     for t in range(context, n):

@@ -29,6 +29,7 @@ actor on the filtered latent; its recurrent state travels in the environment's T
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -54,7 +55,15 @@ from wmrl.rssm import (
     two_hot_decode,
 )
 
-__all__ = ["DreamerSizes", "DreamerNets", "TwoHotDecode", "RSSMPolicy", "make_dreamer_nets"]
+__all__ = [
+    "DreamerSizes",
+    "DreamerNets",
+    "TwoHotDecode",
+    "CentredEncoder",
+    "CentredDecoder",
+    "RSSMPolicy",
+    "make_dreamer_nets",
+]
 
 #: recurrent entries the real-world policy carries between steps (see :class:`RSSMPolicy`)
 POLICY_STATE_KEYS = ("state", "belief", "prev_action")
@@ -280,6 +289,47 @@ class RSSMPolicy(TensorDictModuleBase):
         return tensordict
 
 
+class CentredEncoder(nn.Module):
+    """Dreamer's pixel preprocessing in front of an encoder: frames in ``[0, 1]`` enter it as
+    ``x - 1/2`` (Hafner et al. 2019, whose code feeds ``obs / 255 - 0.5``).
+
+    On the built-in tasks' near-white frames this is the difference between a pixel world model
+    that sees the pendulum after about 600 updates and one that does not after 800
+    (``docs/benchmarks_dreamer_agent.md``). The wrapped module keeps its parameters and their
+    names; :class:`CentredDecoder` undoes the shift on the reconstruction.
+
+    >>> enc = CentredEncoder(torch.nn.Identity())
+    >>> enc(torch.tensor([0.0, 0.5, 1.0])).tolist()
+    [-0.5, 0.0, 0.5]
+    """
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[*B, 3, H, W]`` in ``[0, 1]`` -> the encoder's embedding of ``pixels - 1/2``."""
+        return self.encoder(pixels - 0.5)
+
+
+class CentredDecoder(nn.Module):
+    """The decoder's output shifted by ``+1/2``: it predicts centred frames, the loss compares
+    frames in ``[0, 1]`` (the counterpart of :class:`CentredEncoder`).
+
+    >>> dec = CentredDecoder(lambda state, belief: state + belief)
+    >>> dec(torch.zeros(2), torch.ones(2)).tolist()
+    [1.5, 1.5]
+    """
+
+    def __init__(self, decoder: Any) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        """The wrapped decoder's ``[*B, 3, H, W]`` plus ``1/2``."""
+        return self.decoder(state, belief) + 0.5
+
+
 def _conv_nets(sizes: DreamerSizes, latent: int, device: torch.device | str | None):
     encoder = ObsEncoder(sizes.channels, device=device)
     decoder = ObsDecoder(sizes.channels, latent_dim=latent, device=device)
@@ -336,10 +386,14 @@ def make_dreamer_nets(
     latent = S + H
     if pixels:
         encoder, decoder, embed = _conv_nets(sizes, latent, device)
+        # centred frames inside the world model; the parts keep the plain networks
+        encode: nn.Module = CentredEncoder(encoder)
+        decode_obs: nn.Module = CentredDecoder(decoder)
     else:
         embed = sizes.embed_dim
         encoder = _mlp(version, obs_dim, embed, sizes, device, symlog_inputs=True)
         decoder = _mlp(version, latent, obs_dim, sizes, device)
+        encode, decode_obs = encoder, decoder
 
     nxt = ("next",)
     if version == 1:
@@ -390,9 +444,9 @@ def make_dreamer_nets(
     )
     next_latent = [(*nxt, "state"), (*nxt, "belief")]
     world_model = TensorDictSequential(
-        TensorDictModule(encoder, [(*nxt, obs_key)], [(*nxt, "encoded_latents")]),
+        TensorDictModule(encode, [(*nxt, obs_key)], [(*nxt, "encoded_latents")]),
         rollout,
-        TensorDictModule(decoder, next_latent, [(*nxt, f"reco_{obs_key}")]),
+        TensorDictModule(decode_obs, next_latent, [(*nxt, f"reco_{obs_key}")]),
         *reward_seq,
     )
     imagination = TensorDictSequential(
@@ -402,9 +456,9 @@ def make_dreamer_nets(
         imagination,
         prior_shape=(S,),
         belief_shape=(H,),
-        obs_decoder=TensorDictModule(decoder, ["state", "belief"], [f"reco_{obs_key}"]),
+        obs_decoder=TensorDictModule(decode_obs, ["state", "belief"], [f"reco_{obs_key}"]),
         device=device if device is not None else "cpu",
-        obs_encoder=encoder,
+        obs_encoder=encode,
         rssm_posterior=posterior,
         observation_key=obs_key,
     )
@@ -414,7 +468,7 @@ def make_dreamer_nets(
         TensorDictModule(actor_net, ["state", "belief"], ["loc", "scale"]),
         TensorDictModule(TanhNormalSample(), ["loc", "scale"], ["action"]),
     )
-    policy = RSSMPolicy(encoder, prior, posterior, actor, obs_key, S, H, action_dim)
+    policy = RSSMPolicy(encode, prior, posterior, actor, obs_key, S, H, action_dim)
     parts: dict[str, nn.Module] = {
         "encoder": encoder,
         "decoder": decoder,
