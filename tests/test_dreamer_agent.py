@@ -315,10 +315,13 @@ def test_exploring_agent_resumes_with_its_ensemble_and_continues_identically(tmp
     resumed = Dreamer.resume(tmp_path / "part")
     resumed.run()
     _assert_same(_flat_state(resumed), _flat_state(full))
-    # a checkpoint without an ensemble cannot feed an agent that explores
+    # exploration switched on when resuming a run without it: a fresh, untrained ensemble
     plain = Dreamer(_cfg(version=3, env_steps=12), out_dir=tmp_path / "plain")
-    with pytest.raises(ValueError, match="no exploration ensemble"):
-        Dreamer(cfg).load_state_dict(plain.state_dict())
+    plain.run()
+    switched = Dreamer.resume(tmp_path / "plain", env_steps=36, exploration_bonus=0.5)
+    assert switched.exploration is not None and float(switched.exploration.scale) == 0.0
+    switched.run()
+    assert switched.env_steps == 36 and float(switched.exploration.scale) > 0
 
 
 def test_records_separate_evaluation_from_training_and_the_random_baseline():

@@ -779,12 +779,11 @@ class Dreamer:
         assert self.search.optimizer is not None
         self.search.optimizer.load_state_dict(opts["actor"])
         self.value_opt.load_state_dict(opts["value"])
-        if self.exploration is not None:
-            if state.get("exploration") is None:
-                raise ValueError("the checkpoint has no exploration ensemble to restore")
+        if self.exploration is not None and state.get("exploration") is not None:
             self.exploration.load_state_dict(state["exploration"])
             assert self.exploration_opt is not None
             self.exploration_opt.load_state_dict(opts["exploration"])
+        # else: exploration switched on when resuming a run without it: a fresh ensemble
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
