@@ -62,9 +62,12 @@ def main() -> None:
 
     ar = args.action_repeat
 
-    def env_fn(batch_size, seed):
-        env = make_env(TASK, pixels=False, batch_size=batch_size, max_steps=100,
-                       action_repeat=ar, seed=seed)  # fmt: skip
+    def task_env(batch_size, seed):
+        return make_env(TASK, pixels=False, batch_size=batch_size, max_steps=100,
+                        action_repeat=ar, seed=seed)  # fmt: skip
+
+    def env_fn(batch_size, seed):  # the training environment: the task, maybe reshaped
+        env = task_env(batch_size, seed)
         if args.reward == "shaped":
             env.append_transform(DenseSwingUpReward(ar))
         return env
@@ -78,11 +81,6 @@ def main() -> None:
     )  # fmt: skip
     agent = Dreamer(cfg, env_fn=env_fn)
     L = 100 // ar
-
-    def task_env(batch_size, seed):
-        return make_env(TASK, pixels=False, batch_size=batch_size, max_steps=100,
-                        action_repeat=ar, seed=seed)  # fmt: skip
-
     evaluation = wrap_agent_env(task_env, [5], seed=123, episode_len=L,
                                 primer_sizes=agent._primer_sizes)  # fmt: skip
 

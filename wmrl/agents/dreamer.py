@@ -407,16 +407,14 @@ class Dreamer:
             c.version, self.action_dim, self.obs_key, obs_dim, c.sizes(), device=self.device
         )
         self.exploration: DisagreementEnsemble | None = None
-        if c.exploration_bonus > 0:
-            sizes = c.sizes()
-            S = sizes.state_dim if c.version == 1 else sizes.num_categoricals * sizes.num_classes
-            embed = self.nets.parts["encoder"]
-            embed_dim = embed.output_dim(64) if c.pixels else sizes.embed_dim
+        if c.exploration_bonus > 0:  # sizes read off the built networks
+            policy, posterior = self.nets.policy, self.nets.parts["posterior"]
             self.exploration = DisagreementEnsemble(
-                S + sizes.rnn_hidden_dim, self.action_dim, embed_dim, members=c.ensemble_size,
-                num_cells=sizes.hidden_dim, device=self.device,
+                policy.state_dim + policy.belief_dim, self.action_dim, posterior.obs_embed_dim,
+                members=c.ensemble_size, num_cells=c.hidden_dim, device=self.device,
             )  # fmt: skip
-        broadcast_parameters([*self.nets.parts.values(), *self._exploration_modules()])
+        extra = [] if self.exploration is None else [self.exploration]
+        broadcast_parameters([*self.nets.parts.values(), *extra])
         self._build_losses_and_optimisers()
         self.replay = SequenceReplay(
             c.capacity, c.seq_len, c.batch_size, self.obs_key, self.run_dir / "replay-live",
@@ -476,9 +474,6 @@ class Dreamer:
             max_grad_norm=c.grad_clip, context=self._imagination_context,
             grad_hook=average_gradients,
         )  # fmt: skip
-
-    def _exploration_modules(self) -> list[torch.nn.Module]:
-        return [] if self.exploration is None else [self.exploration]
 
     def _amp_dtype(self) -> torch.dtype | None:
         p = self.config.precision
@@ -561,8 +556,7 @@ class Dreamer:
             model_td, out = self.model_loss(batch)
             total = sum(v for k, v in model_td.items() if k.startswith("loss_"))
         self._step(self.model_opt, total, self.model_params)
-        if self.exploration is not None:
-            self._train_exploration(out)
+        exploration_loss = None if self.exploration is None else self._train_exploration(out)
 
         start = out.get("next").select("state", "belief").reshape(-1).detach()  # [B * T]
         result = self.search.run(start, 1)
@@ -573,13 +567,14 @@ class Dreamer:
         losses = {k: v.detach() for k, v in model_td.items() if k.startswith("loss_")}
         losses["loss_actor"] = torch.tensor(result.history[-1])
         losses["loss_value"] = value_td["loss_value"].detach()
-        if self.exploration is not None:
-            losses["loss_exploration"] = self.last_exploration_loss
+        if exploration_loss is not None:
+            losses["loss_exploration"] = exploration_loss
         return losses
 
-    def _train_exploration(self, out: TensorDictBase) -> None:
+    def _train_exploration(self, out: TensorDictBase) -> torch.Tensor:
         """Fit the disagreement ensemble on the batch's transitions ``(s_t, h_t, a_t) ->
-        e_{t+1}`` (posterior latents and embeddings of the model pass, detached)."""
+        e_{t+1}`` (posterior latents and embeddings of the model pass, detached); returns the
+        loss, detached."""
         assert self.exploration is not None and self.exploration_opt is not None
         nxt = out.get("next")
         latent = torch.cat([nxt.get("state"), nxt.get("belief")], -1)[:, :-1]  # [B, T-1, F]
@@ -588,7 +583,7 @@ class Dreamer:
         with self._autocast():
             loss = self.exploration.loss(latent, action, target)
         self._step(self.exploration_opt, loss, self.exploration_params)
-        self.last_exploration_loss = loss.detach()
+        return loss.detach()
 
     # ------------------------------------------------------------------ the loop
     def _collect(self) -> TensorDictBase:

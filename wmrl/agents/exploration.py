@@ -51,6 +51,13 @@ class _EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)  # [K, N, out]
 
 
+def _spread(pred: torch.Tensor) -> torch.Tensor:
+    """``d`` of members' predictions ``[K, *B, E]``: variance across members, averaged over the
+    embedding, in at least float32 (autocast), ``[*B, 1]``."""
+    pred = pred.to(torch.promote_types(pred.dtype, torch.float32))
+    return pred.var(0, unbiased=False).mean(-1, keepdim=True)
+
+
 class DisagreementEnsemble(nn.Module):
     """``K`` one-step predictors of the next observation embedding and their disagreement.
 
@@ -116,9 +123,7 @@ class DisagreementEnsemble(nn.Module):
 
     def disagreement(self, latent: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``d``: variance across members, averaged over the embedding, ``[*B, 1]``."""
-        pred = self.predict(latent, action)  # [K, *B, E]
-        pred = pred.to(torch.promote_types(pred.dtype, torch.float32))  # float32 under autocast
-        return pred.var(0, unbiased=False).mean(-1, keepdim=True)  # [*B, 1]
+        return _spread(self.predict(latent, action))  # [*B, 1]
 
     def loss(
         self, latent: torch.Tensor, action: torch.Tensor, target: torch.Tensor
@@ -129,7 +134,7 @@ class DisagreementEnsemble(nn.Module):
         pred = self.predict(latent, action)  # [K, *B, E]
         if self.training:
             with torch.no_grad():
-                d = pred.to(self.scale.dtype).var(0, unbiased=False).mean()
+                d = _spread(pred).mean().to(self.scale.dtype)
                 if self.scale == 0:
                     self.scale.copy_(d)
                 else:
