@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from wmrl.rssm.encoder import resolve_depth
+from wmrl.rssm.subpixel import conv_transpose2d_subpixel
 
 __all__ = ["ObsDecoder"]
 
@@ -21,10 +22,11 @@ class ObsDecoder(nn.Module):
     pixel distribution (unit variance), as in the paper. The parameter layout
     (``state_to_latent.0``, ``decoder.{0,2,4,6}``) is TorchRL's.
 
-    Two exact rewrites make it fast on CPU: the first transposed convolution sees a 1x1 input,
+    Exact rewrites make it fast on CPU: the first transposed convolution sees a 1x1 input,
     so it is a matrix product (TorchRL runs it as a convolution, whose backward pass dominates
-    the whole Dreamer update on CPU), and the other layers run in the channels-last memory format
-    with in-place ReLUs.
+    the whole Dreamer update on CPU); the other layers run in the channels-last memory format
+    with in-place ReLUs; and the forward pass of the output layer (few channels) runs as four
+    phase convolutions and a pixel shuffle (:mod:`wmrl.rssm.subpixel`), about twice as fast.
 
     Args:
         channels: filters of the last hidden layer (default 32).
@@ -34,6 +36,7 @@ class ObsDecoder(nn.Module):
         out_channels: image channels (default 3).
         depth: alias of ``channels``.
         channels_last: run the convolutions in the channels-last memory format.
+        subpixel_output: on CPU, compute the output layer's forward pass as phase convolutions.
         device: where the parameters live.
 
     Example:
@@ -52,6 +55,7 @@ class ObsDecoder(nn.Module):
         depth: int | None = None,
         *,
         channels_last: bool = True,
+        subpixel_output: bool = True,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
@@ -77,6 +81,7 @@ class ObsDecoder(nn.Module):
             layers.append(nn.ConvTranspose2d(sizes[i], sizes[i + 1], k, stride=2, device=device))
         self.decoder = nn.Sequential(*layers)
         self.latent_dim, self.channels_last = latent_dim, channels_last
+        self.subpixel_output = subpixel_output
 
     def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
         """``state [*B, S]`` and ``belief [*B, H]`` to the mean frame ``[*B, C, 64, 64]``."""
@@ -95,6 +100,11 @@ class ObsDecoder(nn.Module):
         x = x + first.bias.to(x.dtype).view(1, c_out, 1, 1)  # [N, C, k, k]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)  # [N, C, k, k] (NHWC strides)
-        for layer in self.decoder[1:]:
+        *hidden, last = self.decoder[1:]
+        for layer in hidden:
             x = layer(x)  # [N, C', h', w']
+        if self.subpixel_output and x.device.type == "cpu":
+            x = conv_transpose2d_subpixel(x, last.weight, last.bias)  # [N, C, H, W]
+        else:
+            x = last(x)  # [N, C, H, W]
         return x.unflatten(0, batch) if batch else x.squeeze(0)  # [*B, C, H, W]
