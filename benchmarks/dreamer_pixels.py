@@ -62,6 +62,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         max_steps=args.max_steps,
         action_repeat=args.action_repeat,
         exploration_bonus=args.exploration_bonus,
+        action_noise=args.action_noise,
         device=args.device,
         precision=args.precision,
         progress=not args.no_progress,
@@ -112,7 +113,7 @@ def markdown(summaries: list[dict], args: argparse.Namespace) -> str:
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
         f"{platform.processor() or platform.machine()}, device {args.device}, "
         f"preset {args.preset}, Dreamer v{args.version}, seed {args.seed}, "
-        f"exploration bonus {args.exploration_bonus}",
+        f"exploration bonus {args.exploration_bonus}, action noise {args.action_noise}",
         "",
         "| task | env steps | updates | wall [h] | random cost/step | final | best | "
         "≤ half of random at (env steps, wall h) |",
@@ -145,6 +146,8 @@ def main() -> None:
     p.add_argument("--action-repeat", type=int, default=1)
     p.add_argument("--exploration-bonus", type=float, default=0.0,
                    help="ensemble-disagreement bonus (wmrl.agents.exploration; 0: off)")
+    p.add_argument("--action-noise", type=float, default=None,
+                   help="std of the collection noise (default: the version's, 0.3 v1, 0 v3)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--threads", type=int, default=2)

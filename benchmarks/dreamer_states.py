@@ -47,6 +47,8 @@ def main() -> None:
     p.add_argument("--version", type=int, default=3, choices=[1, 3])
     p.add_argument("--reward", default="task", choices=["task", "shaped"])
     p.add_argument("--exploration-bonus", type=float, default=0.0)
+    p.add_argument("--action-noise", type=float, default=None)
+    p.add_argument("--horizon", type=int, default=15)
     p.add_argument("--action-repeat", type=int, default=2)
     p.add_argument("--actor-lr", type=float, default=None)
     p.add_argument("--value-lr", type=float, default=None)
@@ -77,6 +79,7 @@ def main() -> None:
         action_repeat=ar, train_ratio=256, env_steps=10**7, eval_every=10**9,
         checkpoint_every=0, actor_lr=args.actor_lr, value_lr=args.value_lr,
         model_lr=args.model_lr, exploration_bonus=args.exploration_bonus, progress=False,
+        action_noise=args.action_noise, horizon=args.horizon,
         precision="fp32", device="cpu",
     )  # fmt: skip
     agent = Dreamer(cfg, env_fn=env_fn)

@@ -241,6 +241,40 @@ def test_rssm_policy_carries_its_latent_and_is_deterministic_in_evaluation():
     torch.testing.assert_close(a1["action"], torch.tanh(5 * torch.tanh(a1["loc"] / 5)))
 
 
+def test_collection_noise_is_added_to_sampled_actions_only_and_carried_to_the_filter():
+    torch.manual_seed(0)
+    nets = make_dreamer_nets(1, 1, "pixels", sizes=TINY)
+    p = nets.policy
+    env = make_agent_env("pendulum-swingup", pixels=True, batch_size=[64], max_steps=6,
+                         action_repeat=1, seed=0,
+                         primer_sizes=(p.state_dim, p.belief_dim, 1))  # fmt: skip
+    td = env.reset()
+    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+        torch.manual_seed(1)
+        plain = p(td.clone())
+        p.action_noise = 0.5
+        torch.manual_seed(1)
+        noisy = p(td.clone())
+    # the same actor sample plus N(0, 0.5^2) noise, clipped to the action bounds
+    noise = noisy["action"] - plain["action"]
+    assert noisy["action"].abs().max() <= 1.0 and noise.abs().max() > 0
+    inside = noisy["action"].abs() < 1.0
+    assert 0.35 < float(noise[inside].std()) < 0.65  # 64 draws: std within about 3 s.e.
+    torch.testing.assert_close(noisy["next", "prev_action"], noisy["action"])  # the action taken
+    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+        p.action_noise = 0.0
+        torch.manual_seed(2)  # the posterior samples its latent
+        clean = p(td.clone())
+        p.action_noise = 0.5
+        torch.manual_seed(2)
+        still = p(td.clone())
+    torch.testing.assert_close(still["action"], clean["action"])  # evaluation is noise-free
+    with pytest.raises(ValueError, match="action_noise"):
+        type(p)(p.encoder, p.prior, p.posterior, p.actor, "pixels", 1, 1, 1, action_noise=-1)
+    assert DreamerConfig(version=1).collection_noise() == 0.3
+    assert DreamerConfig(version=3, action_noise=0.2).collection_noise() == 0.2
+
+
 def test_open_loop_prediction_shapes_and_context_reconstruction():
     torch.manual_seed(0)
     nets = make_dreamer_nets(3, 1, "observation", obs_dim=3, sizes=TINY)
@@ -377,6 +411,8 @@ def test_config_validation():
         _cfg(precision="fp8").validate()
     with pytest.raises(ValueError, match="unknown preset"):
         DreamerConfig.preset("huge")
+    with pytest.raises(ValueError, match="action_noise"):
+        _cfg(action_noise=-0.1).validate()
 
 
 def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys):

@@ -116,6 +116,10 @@ class DreamerConfig(DreamerSizes):
         exploration_bonus: ``β`` of the ensemble-disagreement bonus added to the imagined
             rewards (:mod:`wmrl.agents.exploration`, Plan2Explore; 0: off, no ensemble built).
         ensemble_size: members of the disagreement ensemble.
+        action_noise: ``σ`` of the Gaussian noise added to the actions taken while collecting
+            data (``clip(a + σ ε, -1, 1)``; ``None``: 0.3 for v1, as Dreamer's released
+            configuration, 0 for v3, which explores through its entropy bonus; evaluation is
+            always noise-free).
         eval_every: environment steps between evaluations.
         eval_episodes: evaluation episodes (deterministic policy, own environment and seeds).
         checkpoint_every: environment steps between checkpoints (``0``: only at the end).
@@ -165,6 +169,7 @@ class DreamerConfig(DreamerSizes):
     discount_weights: bool | None = None
     exploration_bonus: float = 0.0
     ensemble_size: int = 5
+    action_noise: float | None = None
     eval_every: int = 5_000
     eval_episodes: int = 5
     checkpoint_every: int = 5_000
@@ -207,6 +212,16 @@ class DreamerConfig(DreamerSizes):
         fields = {f.name for f in dataclasses.fields(DreamerSizes)}
         return DreamerSizes(**{k: v for k, v in dataclasses.asdict(self).items() if k in fields})
 
+    def collection_noise(self) -> float:
+        """``σ`` of the collection noise, the version's default where ``None``.
+
+        >>> DreamerConfig(version=1).collection_noise(), DreamerConfig(version=3).collection_noise()
+        (0.3, 0.0)
+        """
+        if self.action_noise is not None:
+            return self.action_noise
+        return 0.3 if self.version == 1 else 0.0
+
     def learning_rates(self) -> tuple[float, float, float]:
         """``(model, actor, value)`` Adam learning rates, the version's defaults where ``None``.
 
@@ -244,6 +259,8 @@ class DreamerConfig(DreamerSizes):
             raise ValueError("train_ratio, prefill_episodes and checkpoint_every must be >= 0")
         if self.exploration_bonus < 0 or self.ensemble_size < 2:
             raise ValueError("need exploration_bonus >= 0 and ensemble_size >= 2")
+        if self.action_noise is not None and self.action_noise < 0:
+            raise ValueError(f"action_noise must be >= 0, got {self.action_noise}")
         L = episode_length(self.task, self.max_steps, self.action_repeat)
         if L < self.seq_len + 1:
             raise ValueError(
@@ -406,6 +423,7 @@ class Dreamer:
         self.nets: DreamerNets = make_dreamer_nets(
             c.version, self.action_dim, self.obs_key, obs_dim, c.sizes(), device=self.device
         )
+        self.nets.policy.action_noise = c.collection_noise()
         self.exploration: DisagreementEnsemble | None = None
         if c.exploration_bonus > 0:  # sizes read off the built networks
             policy, posterior = self.nets.policy, self.nets.parts["posterior"]

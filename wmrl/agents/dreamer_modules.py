@@ -54,6 +54,7 @@ from wmrl.rssm import (
     default_bins,
     two_hot_decode,
 )
+from wmrl.rssm.actor import sampling_actions
 
 __all__ = [
     "DreamerSizes",
@@ -210,7 +211,10 @@ class RSSMPolicy(TensorDictModuleBase):
     ``a_t ~ pi(a_t | s_t, h_t)`` (Hafner et al. 2019, Sec. 3 and Alg. 1, "environment
     interaction"). It writes ``"action"`` and the carried entries under ``"next"`` so TorchRL's
     ``step_mdp`` hands them to the next step. The action is a sample under
-    ``ExplorationType.RANDOM`` and the mode under ``DETERMINISTIC`` (evaluation).
+    ``ExplorationType.RANDOM`` and the mode under ``DETERMINISTIC`` (evaluation). With
+    ``action_noise = σ > 0`` a sampled action gets additive Gaussian noise, ``clip(a + σ ε, -1,
+    1)`` (Dreamer's exploration during data collection); the noisy action is the one taken and
+    the one the filter sees at the next step.
 
     Args:
         encoder, prior, posterior: the RSSM networks.
@@ -218,6 +222,7 @@ class RSSMPolicy(TensorDictModuleBase):
         obs_key: observation entry; ``uint8`` frames ``[*B, H, W, 3]`` are converted by TorchRL's
             ``ToTensorImage`` first.
         state_dim, belief_dim, action_dim: sizes of the carried entries.
+        action_noise: ``σ`` of the additive exploration noise (0: none).
 
     Example: the policy of tiny networks acting in a real environment whose TensorDict carries
     its latent (the :meth:`primer` zeroes it at each reset).
@@ -246,9 +251,13 @@ class RSSMPolicy(TensorDictModuleBase):
         state_dim: int,
         belief_dim: int,
         action_dim: int,
+        action_noise: float = 0.0,
     ) -> None:
         super().__init__()
+        if action_noise < 0:
+            raise ValueError(f"action_noise must be >= 0, got {action_noise}")
         self.encoder, self.prior, self.posterior, self.actor = encoder, prior, posterior, actor
+        self.action_noise = action_noise
         self.obs_key = obs_key
         self.state_dim, self.belief_dim, self.action_dim = state_dim, belief_dim, action_dim
         self.to_image = ToTensorImage(in_keys=[obs_key]) if obs_key == "pixels" else None
@@ -281,8 +290,11 @@ class RSSMPolicy(TensorDictModuleBase):
         state = self.posterior(belief, self.encoder(obs))[-1]  # [*B, S]
         out = self.actor(TensorDict({"state": state, "belief": belief}, state.shape[:-1]))
         action = out.get("action")  # [*B, A]
+        if self.action_noise > 0 and sampling_actions():
+            action = (action + self.action_noise * torch.randn_like(action)).clamp(-1.0, 1.0)
         device = tensordict.device or obs.device
-        for key in ("action", "loc", "scale"):
+        tensordict.set("action", action.to(device))
+        for key in ("loc", "scale"):
             tensordict.set(key, out.get(key).to(device))
         for key, value in (("state", state), ("belief", belief), ("prev_action", action)):
             tensordict.set(("next", key), value.to(device))

@@ -18,7 +18,30 @@ from torch.nn import functional as F
 
 from wmrl.rssm.heads import DenseHead
 
-__all__ = ["DreamerActor", "TanhNormalSample", "tanh_normal_rsample", "biased_softplus_scale"]
+__all__ = [
+    "DreamerActor",
+    "TanhNormalSample",
+    "tanh_normal_rsample",
+    "biased_softplus_scale",
+    "sampling_actions",
+]
+
+
+def sampling_actions() -> bool:
+    """Whether policies sample now: no deterministic interaction type (``DETERMINISTIC``,
+    ``MODE``, ``MEAN``) is set through ``tensordict.nn.set_interaction_type`` (or TorchRL's
+    ``set_exploration_type``).
+
+    >>> from tensordict.nn import set_interaction_type
+    >>> with set_interaction_type(InteractionType.DETERMINISTIC):
+    ...     sampling_actions()
+    False
+    >>> with set_interaction_type(InteractionType.RANDOM):
+    ...     sampling_actions()
+    True
+    """
+    kind = interaction_type()
+    return kind not in (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN)
 
 
 def biased_softplus_scale(raw: torch.Tensor, bias: float, min_val: float) -> torch.Tensor:
@@ -116,9 +139,5 @@ class TanhNormalSample(nn.Module):
 
     def forward(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """An action ``[*B, A]`` in ``(-1, 1)``: a sample, or the deterministic action."""
-        kind = interaction_type()
-        if kind in (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN):
-            noise = torch.zeros_like(loc)  # [*B, A]
-        else:
-            noise = torch.randn_like(loc)  # [*B, A]
+        noise = torch.randn_like(loc) if sampling_actions() else torch.zeros_like(loc)  # [*B, A]
         return tanh_normal_rsample(loc, scale, noise, self.mean_scale)
