@@ -61,12 +61,13 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         checkpoint_every=args.eval_every,
         max_steps=args.max_steps,
         action_repeat=args.action_repeat,
-        exploration_bonus=args.exploration_bonus,
-        action_noise=args.action_noise,
         device=args.device,
         precision=args.precision,
         progress=not args.no_progress,
     )
+    for k in ("exploration_bonus", "action_noise"):  # given: set (or switched when resuming)
+        if getattr(args, k) is not None:
+            overrides[k] = getattr(args, k)
     if args.preset == "debug":  # the debug preset's own episode length and schedule
         for k in ("max_steps", "eval_every", "checkpoint_every", "train_ratio"):
             overrides.pop(k)
@@ -97,6 +98,8 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         "best_cost_per_step": best["eval_cost_per_step"] if best else None,
         "half_random_reached_at_env_steps": reached["env_steps"] if reached else None,
         "half_random_reached_at_wall_s": reached["wall_s"] if reached else None,
+        "exploration_bonus": agent.config.exploration_bonus,
+        "action_noise": agent.config.collection_noise(),
     }
     (args.out / f"{task}-v{args.version}-seed{args.seed}.json").write_text(
         json.dumps({"summary": summary, "records": records, "config": dataclasses.asdict(
@@ -112,8 +115,9 @@ def markdown(summaries: list[dict], args: argparse.Namespace) -> str:
     lines = [
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
         f"{platform.processor() or platform.machine()}, device {args.device}, "
-        f"preset {args.preset}, Dreamer v{args.version}, seed {args.seed}, "
-        f"exploration bonus {args.exploration_bonus}, action noise {args.action_noise}",
+        f"preset {args.preset}, Dreamer v{args.version}, seed {args.seed}; at the end: "
+        + ", ".join(f"{s['task']} exploration bonus {s['exploration_bonus']}, action noise "
+                    f"{s['action_noise']}" for s in summaries),  # fmt: skip
         "",
         "| task | env steps | updates | wall [h] | random cost/step | final | best | "
         "≤ half of random at (env steps, wall h) |",
@@ -144,8 +148,8 @@ def main() -> None:
     p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--max-steps", type=int, default=100)
     p.add_argument("--action-repeat", type=int, default=1)
-    p.add_argument("--exploration-bonus", type=float, default=0.0,
-                   help="ensemble-disagreement bonus (wmrl.agents.exploration; 0: off)")
+    p.add_argument("--exploration-bonus", type=float, default=None,
+                   help="ensemble-disagreement bonus (wmrl.agents.exploration; default 0: off)")
     p.add_argument("--action-noise", type=float, default=None,
                    help="std of the collection noise (default: the version's, 0.3 v1, 0 v3)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
