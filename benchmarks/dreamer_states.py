@@ -9,10 +9,13 @@ steps per collected step) on ``[θ̇, sin θ, cos θ]`` for a wall-time budget a
 ``--reward shaped`` trains on the dense reward ``-(1 + cos θ) / 2`` per environment step (the
 squared tip distance to upright over ``4 l²``, in ``[-1, 0]`` like the cost) instead of
 the task's ``-cost`` (evaluation stays on the task's cost); ``--exploration-bonus`` adds the
-ensemble-disagreement bonus (``wmrl.agents.exploration``).
+ensemble-disagreement bonus (``wmrl.agents.exploration``), ``--action-noise`` Gaussian noise on
+the collected actions; ``--action-repeat``, ``--horizon`` and ``--train-ratio`` change those
+settings.
 
     .venv/bin/python benchmarks/dreamer_states.py --version 3 --minutes 20
     .venv/bin/python benchmarks/dreamer_states.py --version 3 --exploration-bonus 1 --minutes 20
+    .venv/bin/python benchmarks/dreamer_states.py --version 3 --action-noise 0.3 --minutes 20
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def main() -> None:
     p.add_argument("--exploration-bonus", type=float, default=0.0)
     p.add_argument("--action-noise", type=float, default=None)
     p.add_argument("--horizon", type=int, default=15)
+    p.add_argument("--train-ratio", type=float, default=256.0)
     p.add_argument("--action-repeat", type=int, default=2)
     p.add_argument("--actor-lr", type=float, default=None)
     p.add_argument("--value-lr", type=float, default=None)
@@ -76,7 +80,7 @@ def main() -> None:
 
     cfg = DreamerConfig.preset(
         "small", task=TASK, pixels=False, version=args.version, seed=args.seed,
-        action_repeat=ar, train_ratio=256, env_steps=10**7, eval_every=10**9,
+        action_repeat=ar, train_ratio=args.train_ratio, env_steps=10**7, eval_every=10**9,
         checkpoint_every=0, actor_lr=args.actor_lr, value_lr=args.value_lr,
         model_lr=args.model_lr, exploration_bonus=args.exploration_bonus, progress=False,
         action_noise=args.action_noise, horizon=args.horizon,
