@@ -334,6 +334,24 @@ def test_pixel_agent_checkpoints_resumes_and_continues_with_identical_state(tmp_
     assert len(list((tmp_path / "part").glob("replay-[0-9]*"))) == 1
 
 
+def test_runs_checkpointed_before_the_noise_option_resume_noise_free(tmp_path):
+    from wmrl.agents.checkpoint import load_checkpoint, save_checkpoint
+
+    agent = Dreamer(_cfg(env_steps=24), out_dir=tmp_path)
+    agent.iterate()
+    path = agent.save()
+    agent.close()
+    state = load_checkpoint(path)
+    del state["config"]["action_noise"]  # as written by earlier versions
+    save_checkpoint(path, state)
+    resumed = Dreamer.resume(tmp_path)
+    assert resumed.config.action_noise == 0.0 and resumed.nets.policy.action_noise == 0.0
+    resumed.close()
+    switched = Dreamer.resume(tmp_path, action_noise=0.2)  # switched on explicitly
+    assert switched.nets.policy.action_noise == 0.2
+    switched.close()
+
+
 def test_exploring_agent_resumes_with_its_ensemble_and_continues_identically(tmp_path):
     cfg = _cfg(version=3, env_steps=36, exploration_bonus=0.5)
     full = Dreamer(cfg, out_dir=tmp_path / "full")

@@ -48,6 +48,18 @@ def test_gradcheck_float64():
         torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
 
 
+def test_without_bias_and_in_place_use_of_the_output():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    y = conv_transpose2d_subpixel(x, w)
+    torch.testing.assert_close(y, F.conv_transpose2d(x, w, stride=2), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda a, b: conv_transpose2d_subpixel(a, b), (x, w))
+    w6 = torch.randn(3, 2, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    for weight in (w, w6):  # cropped (odd k) and uncropped (even k) outputs written in place
+        conv_transpose2d_subpixel(x, weight).mul_(2).sum().backward()
+
+
 def test_only_needed_gradients():
     x = torch.randn(2, 3, 4, 4)  # the input needs no gradient
     w, b = torch.randn(3, 2, 6, 6, requires_grad=True), torch.randn(2, requires_grad=True)
@@ -67,6 +79,9 @@ def test_autocast_bf16_as_native():
     torch.testing.assert_close(y.float(), ref.float(), rtol=2e-2, atol=5e-2)
     y.float().sum().backward()
     assert w.grad.dtype == torch.float32 and torch.isfinite(w.grad).all()
+    with torch.autocast("cpu", torch.bfloat16):  # float64 is left alone, as autocast does
+        y64 = conv_transpose2d_subpixel(x.double(), w.double(), b.double())
+    assert y64.dtype == torch.float64
 
 
 def test_shape_errors():

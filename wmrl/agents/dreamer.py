@@ -818,7 +818,9 @@ class Dreamer:
         ``env_steps``). Under ``torchrun`` every rank reads its own checkpoint."""
         out_dir = Path(out_dir)
         state = load_checkpoint(out_dir / "checkpoint.pt")
-        config = DreamerConfig(**{**state["config"], **overrides})
+        stored = dict(state["config"])
+        stored.setdefault("action_noise", 0.0)  # runs from before the option collected noise-free
+        config = DreamerConfig(**{**stored, **overrides})
         agent = cls(config, out_dir=out_dir, logger=logger, env_fn=env_fn)
         if agent.run_dir != out_dir:
             state = load_checkpoint(agent.run_dir / "checkpoint.pt")

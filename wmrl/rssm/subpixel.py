@@ -54,39 +54,46 @@ class _SubPixelTransposedConv(torch.autograd.Function):
     """Forward: phase convolutions and pixel shuffle. Backward: the native transposed conv's."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         k = weight.shape[-1]
         kernels = phase_kernels(weight)  # [4 C_out, C_in, m, m]
         m = kernels.shape[-1]
-        y = F.conv2d(x, kernels, bias.repeat_interleave(4), padding=m - 1)  # [N, 4 C_out, ., .]
+        phase_bias = None if bias is None else bias.repeat_interleave(4)  # [4 C_out]
+        y = F.conv2d(x, kernels, phase_bias, padding=m - 1)  # [N, 4 C_out, h + m - 1, w + m - 1]
         y = F.pixel_shuffle(y, 2)  # [N, C_out, 2 (h + m - 1), 2 (w + m - 1)]
         ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
         out_h, out_w = 2 * (x.shape[-2] - 1) + k, 2 * (x.shape[-1] - 1) + k
-        return y[..., :out_h, :out_w]  # [N, C_out, 2h + k - 2, 2w + k - 2]
+        if y.shape[-2:] == (out_h, out_w):  # even k: nothing to crop
+            return y  # [N, C_out, 2h + k - 2, 2w + k - 2]
+        return y[..., :out_h, :out_w].clone()  # odd k: one row and column too many
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
+        mask = [*ctx.needs_input_grad[:2], ctx.has_bias and ctx.needs_input_grad[2]]
+        bias_sizes = [weight.shape[1]] if ctx.has_bias else None
         gx, gw, gb = torch.ops.aten.convolution_backward(
-            grad, x, weight, [weight.shape[1]], [2, 2], [0, 0], [1, 1], True, [0, 0], 1,
-            list(ctx.needs_input_grad),
+            grad, x, weight, bias_sizes, [2, 2], [0, 0], [1, 1], True, [0, 0], 1, mask,
         )  # fmt: skip
         return gx, gw, gb
 
 
 def conv_transpose2d_subpixel(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``F.conv_transpose2d(x, weight, bias, stride=2)``, computed as four phase convolutions.
 
     Differentiable in all three arguments (the backward pass is the native transposed
-    convolution's). Under autocast the three are cast to the autocast dtype first, as autocast
-    does for ``conv_transpose2d``.
+    convolution's). Under autocast the floating-point arguments other than float64 are cast to
+    the autocast dtype first, as autocast does for ``conv_transpose2d``.
 
     Args:
         x: ``[N, C_in, h, w]``.
         weight: ``[C_in, C_out, k, k]``.
-        bias: ``[C_out]``.
+        bias: ``[C_out]`` or ``None``.
 
     Returns:
         ``[N, C_out, 2h + k - 2, 2w + k - 2]``.
@@ -103,6 +110,11 @@ def conv_transpose2d_subpixel(
     device = x.device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
-        x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
+
+        def cast(t: torch.Tensor | None) -> torch.Tensor | None:
+            eligible = t is not None and t.is_floating_point() and t.dtype != torch.float64
+            return t.to(dtype) if eligible else t
+
+        x, weight, bias = cast(x), cast(weight), cast(bias)
     with torch.autocast(device, enabled=False):
         return _SubPixelTransposedConv.apply(x, weight, bias)
