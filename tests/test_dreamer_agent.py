@@ -218,13 +218,19 @@ def test_pixel_world_model_sees_centred_frames_and_reconstructs_in_unit_range():
     assert torch.equal(vec.policy.encoder(obs), vec.parts["encoder"](obs))
 
 
-def test_rssm_policy_carries_its_latent_and_is_deterministic_in_evaluation():
+def _tiny_pixel_policy_and_env(batch: int):
+    """The RSSM policy of tiny networks and a pixel pendulum (6-step episodes) carrying its
+    latent."""
     torch.manual_seed(0)
-    nets = make_dreamer_nets(1, 1, "pixels", sizes=TINY)
-    p = nets.policy
-    env = make_agent_env("pendulum-swingup", pixels=True, batch_size=[2], max_steps=6,
+    p = make_dreamer_nets(1, 1, "pixels", sizes=TINY).policy
+    env = make_agent_env("pendulum-swingup", pixels=True, batch_size=[batch], max_steps=6,
                          action_repeat=1, seed=0,
                          primer_sizes=(p.state_dim, p.belief_dim, 1))  # fmt: skip
+    return p, env
+
+
+def test_rssm_policy_carries_its_latent_and_is_deterministic_in_evaluation():
+    p, env = _tiny_pixel_policy_and_env(2)
     with torch.no_grad():
         traj = env.rollout(12, p, break_when_any_done=False)  # two episodes
     # the carried entries are those written at the previous step, zero after each reset
@@ -242,12 +248,7 @@ def test_rssm_policy_carries_its_latent_and_is_deterministic_in_evaluation():
 
 
 def test_collection_noise_is_added_to_sampled_actions_only_and_carried_to_the_filter():
-    torch.manual_seed(0)
-    nets = make_dreamer_nets(1, 1, "pixels", sizes=TINY)
-    p = nets.policy
-    env = make_agent_env("pendulum-swingup", pixels=True, batch_size=[64], max_steps=6,
-                         action_repeat=1, seed=0,
-                         primer_sizes=(p.state_dim, p.belief_dim, 1))  # fmt: skip
+    p, env = _tiny_pixel_policy_and_env(64)
     td = env.reset()
     with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
         torch.manual_seed(1)
