@@ -21,6 +21,7 @@ settings.
 from __future__ import annotations
 
 import argparse
+import ast
 import time
 
 import torch
@@ -53,6 +54,8 @@ def main() -> None:
     p.add_argument("--action-noise", type=float, default=None)
     p.add_argument("--horizon", type=int, default=15)
     p.add_argument("--train-ratio", type=float, default=256.0)
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="further DreamerConfig fields, e.g. num_bins=255")  # fmt: skip
     p.add_argument("--action-repeat", type=int, default=2)
     p.add_argument("--actor-lr", type=float, default=None)
     p.add_argument("--value-lr", type=float, default=None)
@@ -85,6 +88,7 @@ def main() -> None:
         model_lr=args.model_lr, exploration_bonus=args.exploration_bonus, progress=False,
         action_noise=args.action_noise, horizon=args.horizon,
         precision="fp32", device="cpu",
+        **{k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.set)},
     )  # fmt: skip
     agent = Dreamer(cfg, env_fn=env_fn)
     L = 100 // ar
