@@ -46,6 +46,14 @@ class DenseSwingUpReward(Transform):
         return tensordict
 
 
+def _value(text: str):
+    """A Python literal, or the text itself (``actor_gradient=reinforce``)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--version", type=int, default=3, choices=[1, 3])
@@ -88,7 +96,7 @@ def main() -> None:
         model_lr=args.model_lr, exploration_bonus=args.exploration_bonus, progress=False,
         action_noise=args.action_noise, horizon=args.horizon,
         precision="fp32", device="cpu",
-        **{k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.set)},
+        **{k: _value(v) for k, v in (kv.split("=", 1) for kv in args.set)},
     )  # fmt: skip
     agent = Dreamer(cfg, env_fn=env_fn)
     L = 100 // ar

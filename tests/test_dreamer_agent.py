@@ -12,7 +12,11 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from wmrl.agents.dreamer import Dreamer, DreamerConfig, make_agent_env
 from wmrl.agents.dreamer_figures import open_loop_prediction
 from wmrl.agents.dreamer_modules import DreamerSizes, make_dreamer_nets
-from wmrl.agents.dreamer_objective import DreamerObjective, tanh_normal_entropy
+from wmrl.agents.dreamer_objective import (
+    DreamerObjective,
+    tanh_normal_entropy,
+    tanh_normal_log_prob,
+)
 from wmrl.agents.envs import AngleFeatures, make_env
 from wmrl.agents.replay import SequenceReplay
 from wmrl.cli import main
@@ -100,6 +104,56 @@ def test_tanh_normal_entropy_agrees_with_quadrature_monte_carlo():
     log_pa = log_pu - torch.log1p(-torch.tanh(u) ** 2)
     exact = -torch.trapezoid(log_pu.exp() * log_pa, u)
     assert abs(float(mc - exact)) < 5 * float(se)
+
+
+def test_tanh_normal_log_prob_is_the_change_of_variables_density():
+    g = torch.Generator().manual_seed(3)
+    loc = torch.randn(50, 2, generator=g, dtype=torch.float64) * 4
+    scale = torch.rand(50, 2, generator=g, dtype=torch.float64) + 0.1
+    action = torch.rand(50, 2, generator=g, dtype=torch.float64) * 1.98 - 0.99
+    from torch.distributions import Normal, TanhTransform, TransformedDistribution
+
+    dist = TransformedDistribution(Normal(5 * torch.tanh(loc / 5), scale), [TanhTransform()])
+    torch.testing.assert_close(tanh_normal_log_prob(loc, scale, action),
+                               dist.log_prob(action).sum(-1, keepdim=True))  # fmt: skip
+
+
+def test_reinforce_objective_by_hand_and_no_gradient_through_the_trajectory():
+    traj = _trajectory(B=4, H=5, seed=4)
+    traj["state"] = torch.randn(4, 5, 4, dtype=torch.float64, requires_grad=True)
+    traj["action"] = traj["action"].clone().requires_grad_()
+    critic = _critic()
+    head_net = torch.nn.Linear(4, 4, dtype=torch.float64)
+
+    def head_fn(state):
+        out = head_net(state)
+        return out[..., :2], torch.nn.functional.softplus(out[..., 2:]) + 0.1
+
+    head = TensorDictModule(head_fn, ["state"], ["loc", "scale"])
+    gamma, eta = 0.8, 0.05
+    obj = DreamerObjective(critic, gamma=gamma, lmbda=0.9, discount_weights=True,
+                           return_normalization=True, rate=1.0, entropy_bonus=eta,
+                           actor_gradient="reinforce", policy_head=head)  # fmt: skip
+    loss = obj(traj)
+    # by hand: advantages against the critic at the current states, normalised, times log-probs
+    G = traj["lambda_target"].detach()
+    lo, hi = torch.quantile(G.flatten(), torch.tensor([0.05, 0.95], dtype=G.dtype))
+    S = max(1.0, float(hi - lo))
+    v = critic(TensorDict(state=traj["state"].detach(), batch_size=[4, 5]))["state_value"]
+    w = (gamma ** torch.arange(5, dtype=G.dtype)).view(1, 5, 1)
+    loc, scale = head_fn(traj["state"].detach())
+    a = traj["action"].detach()
+    logp = tanh_normal_log_prob(loc, scale, a)
+    ent = tanh_normal_entropy(scale, a)
+    expected = -(w * (G - v) / S * logp).mean() - eta * (w * ent).mean()
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert head_net.weight.grad is not None and head_net.weight.grad.abs().sum() > 0
+    assert traj["state"].grad is None and traj["action"].grad is None  # nothing through the model
+    with pytest.raises(ValueError, match="policy_head"):
+        DreamerObjective(critic, actor_gradient="reinforce")
+    with pytest.raises(ValueError, match="actor_gradient"):
+        DreamerObjective(critic, actor_gradient="pathwise")
 
 
 def test_objective_rejects_bad_settings():
@@ -421,6 +475,17 @@ def test_train_ratio_sets_the_number_of_updates():
     assert counts == [0, 12 + 3, 24 + 3]  # training (and pretraining) starts after the prefill
 
 
+def test_reinforce_agent_trains_its_actor_through_the_score_function():
+    agent = Dreamer(_cfg(version=3, actor_gradient="reinforce", env_steps=24))
+    before = [p.detach().clone() for p in agent.nets.parts["actor"].parameters()]
+    agent.run()
+    agent.close()
+    assert agent.updates > 0
+    after = list(agent.nets.parts["actor"].parameters())
+    assert any(not torch.equal(b, a) for b, a in zip(before, after))
+    assert all(math.isfinite(v) for v in agent.last_losses.values())
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="version"):
         _cfg(version=2).validate()
@@ -432,6 +497,8 @@ def test_config_validation():
         DreamerConfig.preset("huge")
     with pytest.raises(ValueError, match="action_noise"):
         _cfg(action_noise=-0.1).validate()
+    with pytest.raises(ValueError, match="actor_gradient"):
+        _cfg(actor_gradient="pathwise").validate()
 
 
 def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys):

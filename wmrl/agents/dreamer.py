@@ -69,7 +69,7 @@ from wmrl.agents.distributed import (
     init_distributed,
 )
 from wmrl.agents.dreamer_modules import DreamerNets, DreamerSizes, make_dreamer_nets
-from wmrl.agents.dreamer_objective import DreamerObjective
+from wmrl.agents.dreamer_objective import ACTOR_GRADIENTS, DreamerObjective
 from wmrl.agents.envs import episode_length, make_env
 from wmrl.agents.exploration import DisagreementEnsemble
 from wmrl.agents.replay import SequenceReplay
@@ -116,6 +116,9 @@ class DreamerConfig(DreamerSizes):
         exploration_bonus: ``β`` of the ensemble-disagreement bonus added to the imagined
             rewards (:mod:`wmrl.agents.exploration`, Plan2Explore; 0: off, no ensemble built).
         ensemble_size: members of the disagreement ensemble.
+        actor_gradient: ``"dynamics"`` (backpropagation of the lambda-returns through the
+            imagined trajectory, Dreamer's) or ``"reinforce"`` (score function with the critic as
+            baseline; see :class:`~wmrl.agents.dreamer_objective.DreamerObjective`).
         action_noise: ``σ`` of the Gaussian noise added to the actions taken while collecting
             data (``clip(a + σ ε, -1, 1)``; ``None``: 0.3 for v1, as Dreamer's released
             configuration, 0 for v3, which explores through its entropy bonus; evaluation is
@@ -170,6 +173,7 @@ class DreamerConfig(DreamerSizes):
     exploration_bonus: float = 0.0
     ensemble_size: int = 5
     action_noise: float | None = None
+    actor_gradient: str = "dynamics"
     eval_every: int = 5_000
     eval_episodes: int = 5
     checkpoint_every: int = 5_000
@@ -259,6 +263,10 @@ class DreamerConfig(DreamerSizes):
             raise ValueError("train_ratio, prefill_episodes and checkpoint_every must be >= 0")
         if self.exploration_bonus < 0 or self.ensemble_size < 2:
             raise ValueError("need exploration_bonus >= 0 and ensemble_size >= 2")
+        if self.actor_gradient not in ACTOR_GRADIENTS:
+            raise ValueError(
+                f"actor_gradient must be one of {ACTOR_GRADIENTS}, got {self.actor_gradient!r}"
+            )
         if self.action_noise is not None and self.action_noise < 0:
             raise ValueError(f"action_noise must be >= 0, got {self.action_noise}")
         L = episode_length(self.task, self.max_steps, self.action_repeat)
@@ -475,7 +483,8 @@ class Dreamer:
         self.objective = DreamerObjective(
             nets.value, gamma=c.gamma, lmbda=c.lmbda, discount_weights=discount,
             return_normalization=v3, entropy_bonus=entropy, exploration=self.exploration,
-            exploration_bonus=c.exploration_bonus,
+            exploration_bonus=c.exploration_bonus, actor_gradient=c.actor_gradient,
+            policy_head=nets.actor[0],
         )  # fmt: skip
         model_lr, actor_lr, value_lr = c.learning_rates()
         self.model_params = nets.world_model_parameters()

@@ -15,7 +15,16 @@ DisagreementEnsemble`, Plan2Explore) added to every imagined reward before the r
 * ``S = max(min_scale, EMA(P95) - EMA(P5))`` of the returns (``return_normalization``), else 1;
 * ``η`` the entropy bonus, ``H`` estimated per step by :func:`tanh_normal_entropy`.
 
-With ``discount_weights=False``, no normalisation and ``η = 0`` it is exactly
+That is the gradient through the model's dynamics (``actor_gradient="dynamics"``, Dreamer and
+DreamerV3's continuous actions). ``actor_gradient="reinforce"`` is the score-function form that
+DreamerV3 uses for discrete actions (Sec. 3, Eq. 11), here for the tanh-Gaussian actor:
+
+``J = -mean_{b,t} w_t sg((G^λ_t - v(s_t)) / S) log π(a_t | s_t) - η mean_{b,t} w_t H[π(·|s_t)]``
+
+with ``log π`` and ``H`` evaluated on the detached imagined states and actions, so no gradient
+passes through the model.
+
+With ``discount_weights=False``, no normalisation and ``η = 0`` the dynamics form is exactly
 :func:`~wmrl.search.lambda_return_objective` (Dreamer). It writes ``"lambda_target"`` and
 ``"discount_weight"`` into the trajectory, which the critic losses read.
 """
@@ -34,7 +43,42 @@ from wmrl.rssm.functional import cumulative_discount
 from wmrl.rssm.imagination import evaluate_values, frozen
 from wmrl.search import lambda_returns
 
-__all__ = ["DreamerObjective", "tanh_normal_entropy"]
+__all__ = ["DreamerObjective", "tanh_normal_entropy", "tanh_normal_log_prob", "ACTOR_GRADIENTS"]
+
+#: the actor gradients :class:`DreamerObjective` accepts
+ACTOR_GRADIENTS = ("dynamics", "reinforce")
+
+
+def tanh_normal_log_prob(
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    action: torch.Tensor,
+    mean_scale: float = 5.0,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """``log π(a)`` of the actor's ``a = tanh(m tanh(loc / m) + scale ε)``, ``ε ~ N(0, I)``.
+
+    ``log π(a) = Σ_i [log N(u_i; m tanh(loc_i / m), scale_i²) - log(1 - a_i²)]`` with
+    ``u = atanh(a)`` (the action clamped to ``±(1 - eps)`` first).
+
+    Args:
+        loc, scale: ``[*B, A]`` the actor's outputs (:class:`~wmrl.rssm.actor.DreamerActor`).
+        action: ``[*B, A]`` in ``(-1, 1)``.
+        mean_scale: ``m`` (5, as :class:`~wmrl.rssm.actor.TanhNormalSample`).
+
+    Returns:
+        ``[*B, 1]``.
+
+    >>> zero, one = torch.zeros(1, 1), torch.ones(1, 1)
+    >>> round(tanh_normal_log_prob(zero, one, zero).item(), 4)  # log N(0; 0, 1) at a = 0
+    -0.9189
+    """
+    a = action.clamp(-1 + eps, 1 - eps)  # [*B, A]
+    u = torch.atanh(a)  # [*B, A]
+    mean = mean_scale * torch.tanh(loc / mean_scale)  # [*B, A]
+    z = (u - mean) / scale  # [*B, A]
+    gauss = -0.5 * z.square() - torch.log(scale) - 0.5 * math.log(2 * math.pi)  # [*B, A]
+    return (gauss - torch.log1p(-a.square())).sum(-1, keepdim=True)  # [*B, 1]
 
 
 def tanh_normal_entropy(
@@ -79,6 +123,11 @@ class DreamerObjective(nn.Module):
             bonus` of ``(state, belief)`` and ``action`` at step ``t`` is added, times
             ``exploration_bonus``, to the reward of that step (its parameters frozen here).
         exploration_bonus: ``β`` (0: off).
+        actor_gradient: ``"dynamics"`` (backpropagation through the imagined trajectory) or
+            ``"reinforce"`` (score function with the critic as baseline).
+        policy_head: the module that writes ``"loc"`` and ``"scale"`` from the latent (the
+            first module of the actor); needed for ``"reinforce"``.
+        mean_scale: ``m`` of the actor's tanh-Gaussian (``"reinforce"``).
 
     The percentile EMAs are buffers (checkpointed with the state dict), updated in training mode
     from the returns of all data-parallel processes (averaged), so every process uses the same
@@ -110,8 +159,19 @@ class DreamerObjective(nn.Module):
         value_key: str = "state_value",
         exploration: nn.Module | None = None,
         exploration_bonus: float = 0.0,
+        actor_gradient: str = "dynamics",
+        policy_head: TensorDictModuleBase | None = None,
+        mean_scale: float = 5.0,
     ) -> None:
         super().__init__()
+        if actor_gradient not in ACTOR_GRADIENTS:
+            raise ValueError(
+                f"actor_gradient must be one of {ACTOR_GRADIENTS}, got {actor_gradient!r}"
+            )
+        if actor_gradient == "reinforce" and policy_head is None:
+            raise ValueError("actor_gradient='reinforce' needs the policy_head")
+        self.actor_gradient, self.mean_scale = actor_gradient, mean_scale
+        self.__dict__["policy_head"] = policy_head  # the actor's: not a submodule here
         if not (0 < gamma <= 1 and 0 <= lmbda <= 1):
             raise ValueError(f"need 0 < gamma <= 1 and 0 <= lmbda <= 1, got {gamma}, {lmbda}")
         low, high = quantiles
@@ -182,10 +242,37 @@ class DreamerObjective(nn.Module):
             weight = torch.ones_like(target)  # [*B, H, 1]
         trajectory.set("lambda_target", target)
         trajectory.set("discount_weight", weight)
+        if self.actor_gradient == "reinforce":
+            return self._reinforce(trajectory, target, weight, dtype)
         loss = -(weight * target / self.return_scale(target)).mean()
         if self.entropy_bonus > 0:
             entropy = tanh_normal_entropy(
                 trajectory.get("scale").to(dtype), trajectory.get("action").to(dtype)
             )  # [*B, H, 1]
+            loss = loss - self.entropy_bonus * (weight * entropy).mean()
+        return loss
+
+    def _reinforce(
+        self,
+        trajectory: TensorDictBase,
+        target: torch.Tensor,
+        weight: torch.Tensor,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """The score-function objective on the detached trajectory (module doc)."""
+        target, weight = target.detach(), weight.detach()  # [*B, H, 1] each
+        with torch.no_grad():
+            baseline = evaluate_values(self.value, trajectory.detach(), self.value_key,
+                                       frozen_params=True).to(dtype)  # [*B, H, 1]  # fmt: skip
+        advantage = (target - baseline) / self.return_scale(target)  # [*B, H, 1]
+        assert self.policy_head is not None
+        latent = trajectory.select(*self.policy_head.in_keys).detach()
+        head = self.policy_head(latent)
+        loc, scale = head.get("loc").to(dtype), head.get("scale").to(dtype)  # [*B, H, A]
+        action = trajectory.get("action").detach().to(dtype)  # [*B, H, A]
+        log_prob = tanh_normal_log_prob(loc, scale, action, self.mean_scale)  # [*B, H, 1]
+        loss = -(weight * advantage * log_prob).mean()
+        if self.entropy_bonus > 0:
+            entropy = tanh_normal_entropy(scale, action)  # [*B, H, 1]
             loss = loss - self.entropy_bonus * (weight * entropy).mean()
         return loss
