@@ -11,7 +11,8 @@ squared tip distance to upright over ``4 l²``, in ``[-1, 0]`` like the cost) in
 the task's ``-cost`` (evaluation stays on the task's cost); ``--exploration-bonus`` adds the
 ensemble-disagreement bonus (``wmrl.agents.exploration``), ``--action-noise`` Gaussian noise on
 the collected actions; ``--action-repeat``, ``--horizon`` and ``--train-ratio`` change those
-settings.
+settings; ``--start-angle`` moves the mean start angle (``π``: upright, so the run asks only
+whether the agent learns to hold the pendulum there, not whether it finds the top).
 
     .venv/bin/python benchmarks/dreamer_states.py --version 3 --minutes 20
     .venv/bin/python benchmarks/dreamer_states.py --version 3 --exploration-bonus 1 --minutes 20
@@ -69,6 +70,8 @@ def main() -> None:
     p.add_argument("--value-lr", type=float, default=None)
     p.add_argument("--model-lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start-angle", type=float, default=0.0,
+                   help="mean start angle in radians (0 hanging, 3.1416 upright)")  # fmt: skip
     p.add_argument("--minutes", type=float, default=20.0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -80,8 +83,10 @@ def main() -> None:
     ar = args.action_repeat
 
     def task_env(batch_size, seed):
-        return make_env(TASK, pixels=False, batch_size=batch_size, max_steps=100,
-                        action_repeat=ar, seed=seed)  # fmt: skip
+        env = make_env(TASK, pixels=False, batch_size=batch_size, max_steps=100,
+                       action_repeat=ar, seed=seed)  # fmt: skip
+        env.base_env.start_mean[1] = args.start_angle  # [θ̇, θ]
+        return env
 
     def env_fn(batch_size, seed):  # the training environment: the task, maybe reshaped
         env = task_env(batch_size, seed)
