@@ -65,7 +65,8 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         precision=args.precision,
         progress=not args.no_progress,
     )
-    for k in ("exploration_bonus", "action_noise"):  # given: set (or switched when resuming)
+    # given: set (or switched when resuming)
+    for k in ("exploration_bonus", "action_noise", "entropy_bonus"):
         if getattr(args, k) is not None:
             overrides[k] = getattr(args, k)
     if args.preset == "debug":  # the debug preset's own episode length and schedule
@@ -100,6 +101,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         "half_random_reached_at_wall_s": reached["wall_s"] if reached else None,
         "exploration_bonus": agent.config.exploration_bonus,
         "action_noise": agent.config.collection_noise(),
+        "entropy_bonus": agent.config.entropy_bonus,
     }
     (args.out / f"{task}-v{args.version}-seed{args.seed}.json").write_text(
         json.dumps({"summary": summary, "records": records, "config": dataclasses.asdict(
@@ -152,6 +154,8 @@ def main() -> None:
                    help="ensemble-disagreement bonus (wmrl.agents.exploration; default 0: off)")
     p.add_argument("--action-noise", type=float, default=None,
                    help="std of the collection noise (default: the version's, 0.3 v1, 0 v3)")
+    p.add_argument("--entropy-bonus", type=float, default=None,
+                   help="weight of the actor's entropy bonus (default 3e-4 v3, 0 v1)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--threads", type=int, default=2)

@@ -407,6 +407,19 @@ def test_runs_checkpointed_before_the_noise_option_resume_noise_free(tmp_path):
     switched.close()
 
 
+def test_v3_entropy_bonus_default_and_override_on_resume(tmp_path):
+    agent = Dreamer(_cfg(version=3, env_steps=24), out_dir=tmp_path)
+    assert agent.objective.entropy_bonus == 3e-4  # DreamerV3's η
+    agent.iterate()
+    agent.save()
+    agent.close()
+    resumed = Dreamer.resume(tmp_path, entropy_bonus=3e-3)
+    assert resumed.objective.entropy_bonus == 3e-3
+    resumed.close()
+    assert Dreamer(_cfg(version=1)).objective.entropy_bonus == 0.0  # Dreamer v1 has none
+    assert Dreamer(_cfg(version=1, entropy_bonus=3e-3)).objective.entropy_bonus == 3e-3
+
+
 def test_exploring_agent_resumes_with_its_ensemble_and_continues_identically(tmp_path):
     cfg = _cfg(version=3, env_steps=36, exploration_bonus=0.5)
     full = Dreamer(cfg, out_dir=tmp_path / "full")
@@ -499,6 +512,8 @@ def test_config_validation():
         _cfg(action_noise=-0.1).validate()
     with pytest.raises(ValueError, match="actor_gradient"):
         _cfg(actor_gradient="pathwise").validate()
+    with pytest.raises(ValueError, match="entropy_bonus"):
+        _cfg(entropy_bonus=-1e-3).validate()
 
 
 def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys):
@@ -515,8 +530,10 @@ def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys):
         assert (out / name).is_file(), name
     assert list(out.glob("log/**/*.csv")) or list(out.glob("**/*.csv"))
     assert main(args) == 2  # refuses to overwrite a run
+    assert json.loads((out / "config.json").read_text())["entropy_bonus"] is None  # v3: 3e-4
     resume = ["dreamer", "--out", str(out), "--resume", "--env-steps", "36", "--no-progress",
-              "--no-plots"]  # fmt: skip
+              "--no-plots", "--entropy-bonus", "0.003"]  # fmt: skip
     assert main(resume) == 0
     records = json.loads((out / "records.json").read_text())
     assert [r["env_steps"] for r in records] == [0, 24, 36]
+    assert json.loads((out / "config.json").read_text())["entropy_bonus"] == 0.003

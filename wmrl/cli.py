@@ -164,6 +164,8 @@ def _add_dreamer_parser(sub) -> None:
                    help="weight of the ensemble-disagreement bonus (Plan2Explore; 0: off)")
     p.add_argument("--action-noise", type=float, default=None,
                    help="std of the Gaussian noise on collected actions (default 0.3 v1, 0 v3)")
+    p.add_argument("--entropy-bonus", type=float, default=None,
+                   help="weight of the actor's entropy bonus (default 3e-4 v3, 0 v1)")
     p.add_argument("--actor-gradient", default=None, choices=["dynamics", "reinforce"],
                    help="actor gradient: through the model's dynamics, or REINFORCE")
     p.add_argument("--actor-lr", type=float, default=None)
@@ -195,8 +197,8 @@ def _dreamer(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"dreamer-{args.task.replace(':', '-')}-seed{args.seed}"
     names = ("env_steps", "max_wall_s", "train_ratio", "max_steps", "action_repeat", "num_envs",
              "collector_workers", "eval_every", "eval_episodes", "checkpoint_every",
-             "precision", "device", "exploration_bonus", "action_noise", "actor_gradient",
-             "actor_lr", "value_lr", "model_lr")  # fmt: skip
+             "precision", "device", "exploration_bonus", "action_noise", "entropy_bonus",
+             "actor_gradient", "actor_lr", "value_lr", "model_lr")  # fmt: skip
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.no_progress:
         overrides["progress"] = False

@@ -110,7 +110,8 @@ class DreamerConfig(DreamerSizes):
         grad_clip: gradient-norm clipping of every optimiser.
         gamma, lmbda: discount and lambda of the returns.
         free_nats: KL floor (v1; v3 uses one free bit).
-        entropy_bonus: actor entropy bonus (v3; ``None``: 3e-4).
+        entropy_bonus: ``η`` of the actor's entropy bonus (``None``: 3e-4 for v3, as DreamerV3,
+            0 for v1, which has none).
         discount_weights: weight imagined step ``t`` by ``gamma^t`` in the actor and critic
             losses (``None``: off for v1 as the pages, on for v3 as the paper).
         exploration_bonus: ``β`` of the ensemble-disagreement bonus added to the imagined
@@ -267,6 +268,8 @@ class DreamerConfig(DreamerSizes):
             raise ValueError(
                 f"actor_gradient must be one of {ACTOR_GRADIENTS}, got {self.actor_gradient!r}"
             )
+        if self.entropy_bonus is not None and self.entropy_bonus < 0:
+            raise ValueError(f"entropy_bonus must be >= 0, got {self.entropy_bonus}")
         if self.action_noise is not None and self.action_noise < 0:
             raise ValueError(f"action_noise must be >= 0, got {self.action_noise}")
         L = episode_length(self.task, self.max_steps, self.action_repeat)
@@ -479,7 +482,7 @@ class Dreamer:
             self.value_loss = DreamerValueLoss(nets.value, discount_loss=weights, gamma=c.gamma)
         self.model_loss.set_keys(pixels=obs, reco_pixels=f"reco_{obs}")
         discount = c.discount_weights if c.discount_weights is not None else v3
-        entropy = (c.entropy_bonus if c.entropy_bonus is not None else 3e-4) if v3 else 0.0
+        entropy = c.entropy_bonus if c.entropy_bonus is not None else (3e-4 if v3 else 0.0)
         self.objective = DreamerObjective(
             nets.value, gamma=c.gamma, lmbda=c.lmbda, discount_weights=discount,
             return_normalization=v3, entropy_bonus=entropy, exploration=self.exploration,
