@@ -101,7 +101,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         "half_random_reached_at_wall_s": reached["wall_s"] if reached else None,
         "exploration_bonus": agent.config.exploration_bonus,
         "action_noise": agent.config.collection_noise(),
-        "entropy_bonus": agent.config.entropy_bonus,
+        "entropy_bonus": agent.objective.entropy_bonus,  # in effect (the version's default)
     }
     (args.out / f"{task}-v{args.version}-seed{args.seed}.json").write_text(
         json.dumps({"summary": summary, "records": records, "config": dataclasses.asdict(
@@ -119,7 +119,8 @@ def markdown(summaries: list[dict], args: argparse.Namespace) -> str:
         f"{platform.processor() or platform.machine()}, device {args.device}, "
         f"preset {args.preset}, Dreamer v{args.version}, seed {args.seed}; at the end: "
         + ", ".join(f"{s['task']} exploration bonus {s['exploration_bonus']}, action noise "
-                    f"{s['action_noise']}" for s in summaries),  # fmt: skip
+                    f"{s['action_noise']}, entropy bonus {s['entropy_bonus']}"
+                    for s in summaries),  # fmt: skip
         "",
         "| task | env steps | updates | wall [h] | random cost/step | final | best | "
         "≤ half of random at (env steps, wall h) |",
