@@ -101,7 +101,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         "half_random_reached_at_wall_s": reached["wall_s"] if reached else None,
         "exploration_bonus": agent.config.exploration_bonus,
         "action_noise": agent.config.collection_noise(),
-        "entropy_bonus": agent.objective.entropy_bonus,  # in effect (the version's default)
+        "entropy_bonus": agent.config.entropy_weight(),
     }
     (args.out / f"{task}-v{args.version}-seed{args.seed}.json").write_text(
         json.dumps({"summary": summary, "records": records, "config": dataclasses.asdict(

@@ -227,6 +227,16 @@ class DreamerConfig(DreamerSizes):
             return self.action_noise
         return 0.3 if self.version == 1 else 0.0
 
+    def entropy_weight(self) -> float:
+        """``η`` of the actor's entropy bonus, the version's default where ``None``.
+
+        >>> DreamerConfig(version=1).entropy_weight(), DreamerConfig(version=3).entropy_weight()
+        (0.0, 0.0003)
+        """
+        if self.entropy_bonus is not None:
+            return self.entropy_bonus
+        return 3e-4 if self.version == 3 else 0.0
+
     def learning_rates(self) -> tuple[float, float, float]:
         """``(model, actor, value)`` Adam learning rates, the version's defaults where ``None``.
 
@@ -482,10 +492,9 @@ class Dreamer:
             self.value_loss = DreamerValueLoss(nets.value, discount_loss=weights, gamma=c.gamma)
         self.model_loss.set_keys(pixels=obs, reco_pixels=f"reco_{obs}")
         discount = c.discount_weights if c.discount_weights is not None else v3
-        entropy = c.entropy_bonus if c.entropy_bonus is not None else (3e-4 if v3 else 0.0)
         self.objective = DreamerObjective(
             nets.value, gamma=c.gamma, lmbda=c.lmbda, discount_weights=discount,
-            return_normalization=v3, entropy_bonus=entropy, exploration=self.exploration,
+            return_normalization=v3, entropy_bonus=c.entropy_weight(), exploration=self.exploration,
             exploration_bonus=c.exploration_bonus, actor_gradient=c.actor_gradient,
             policy_head=nets.actor[0],
         )  # fmt: skip
