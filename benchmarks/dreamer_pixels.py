@@ -66,7 +66,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         progress=not args.no_progress,
     )
     # given: set (or switched when resuming)
-    for k in ("exploration_bonus", "action_noise", "entropy_bonus"):
+    for k in ("exploration_bonus", "action_noise", "entropy_bonus", "actor_dist"):
         if getattr(args, k) is not None:
             overrides[k] = getattr(args, k)
     if args.preset == "debug":  # the debug preset's own episode length and schedule
@@ -102,6 +102,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         "exploration_bonus": agent.config.exploration_bonus,
         "action_noise": agent.config.collection_noise(),
         "entropy_bonus": agent.config.entropy_weight(),
+        "actor_dist": agent.config.actor_dist,
     }
     (args.out / f"{task}-v{args.version}-seed{args.seed}.json").write_text(
         json.dumps({"summary": summary, "records": records, "config": dataclasses.asdict(
@@ -119,7 +120,8 @@ def markdown(summaries: list[dict], args: argparse.Namespace) -> str:
         f"{platform.processor() or platform.machine()}, device {args.device}, "
         f"preset {args.preset}, Dreamer v{args.version}, seed {args.seed}; at the end: "
         + ", ".join(f"{s['task']} exploration bonus {s['exploration_bonus']}, action noise "
-                    f"{s['action_noise']}, entropy bonus {s['entropy_bonus']}"
+                    f"{s['action_noise']}, entropy bonus {s['entropy_bonus']}, actor "
+                    f"{s.get('actor_dist', 'tanh_normal')}"
                     for s in summaries),  # fmt: skip
         "",
         "| task | env steps | updates | wall [h] | random cost/step | final | best | "
@@ -157,6 +159,8 @@ def main() -> None:
                    help="std of the collection noise (default: the version's, 0.3 v1, 0 v3)")
     p.add_argument("--entropy-bonus", type=float, default=None,
                    help="weight of the actor's entropy bonus (default 3e-4 v3, 0 v1)")
+    p.add_argument("--actor-dist", default=None, choices=["tanh_normal", "bounded_normal"],
+                   help="the actor's distribution (default tanh_normal)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--threads", type=int, default=2)

@@ -14,6 +14,8 @@ from wmrl.agents.dreamer_figures import open_loop_prediction
 from wmrl.agents.dreamer_modules import DreamerSizes, make_dreamer_nets
 from wmrl.agents.dreamer_objective import (
     DreamerObjective,
+    normal_entropy,
+    normal_log_prob,
     tanh_normal_entropy,
     tanh_normal_log_prob,
 )
@@ -154,6 +156,30 @@ def test_reinforce_objective_by_hand_and_no_gradient_through_the_trajectory():
         DreamerObjective(critic, actor_gradient="reinforce")
     with pytest.raises(ValueError, match="actor_gradient"):
         DreamerObjective(critic, actor_gradient="pathwise")
+
+
+def test_bounded_normal_objective_entropy_and_log_density_by_hand():
+    from torch.distributions import Normal
+
+    g = torch.Generator().manual_seed(5)
+    loc = torch.randn(40, 2, generator=g, dtype=torch.float64) * 2
+    scale = torch.rand(40, 2, generator=g, dtype=torch.float64) * 0.9 + 0.1
+    action = torch.rand(40, 2, generator=g, dtype=torch.float64) * 2 - 1
+    dist = Normal(torch.tanh(loc), scale)
+    torch.testing.assert_close(normal_log_prob(loc, scale, action),
+                               dist.log_prob(action).sum(-1, keepdim=True))  # fmt: skip
+    torch.testing.assert_close(normal_entropy(scale), dist.entropy().sum(-1, keepdim=True))
+    # in the dynamics objective the bonus is the Normal's entropy: no dependence on the action
+    traj = _trajectory(B=4, H=5, seed=6)
+    eta, gamma = 0.1, 0.8
+    kw = dict(gamma=gamma, lmbda=0.95, discount_weights=True, entropy_bonus=eta)
+    loss = DreamerObjective(_critic(), actor_dist="bounded_normal", **kw)(traj)
+    w = (gamma ** torch.arange(5, dtype=torch.float64)).view(1, 5, 1)
+    ent = (torch.log(traj["scale"]) + 0.5 * math.log(2 * math.pi * math.e)).sum(-1, keepdim=True)
+    expected = -(w * traj["lambda_target"]).mean() - eta * (w * ent).mean()
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ValueError, match="actor_dist"):
+        DreamerObjective(_critic(), actor_dist="beta")
 
 
 def test_objective_rejects_bad_settings():
@@ -499,6 +525,23 @@ def test_reinforce_agent_trains_its_actor_through_the_score_function():
     assert all(math.isfinite(v) for v in agent.last_losses.values())
 
 
+def test_bounded_normal_agent_acts_in_bounds_and_trains():
+    agent = Dreamer(_cfg(version=3, actor_dist="bounded_normal", env_steps=24))
+    td = agent.nets.imagination_env.reset()
+    out = agent.nets.actor(td.clone())
+    assert bool(((out["scale"] >= 0.1) & (out["scale"] <= 1.0)).all())
+    assert bool((out["action"].abs() <= 1).all())
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        det = agent.nets.actor(td.clone())
+    torch.testing.assert_close(det["action"], torch.tanh(det["loc"]))
+    before = [p.detach().clone() for p in agent.nets.parts["actor"].parameters()]
+    agent.run()
+    agent.close()
+    after = list(agent.nets.parts["actor"].parameters())
+    assert agent.updates > 0 and any(not torch.equal(b, a) for b, a in zip(before, after))
+    assert all(math.isfinite(v) for v in agent.last_losses.values())
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="version"):
         _cfg(version=2).validate()
@@ -514,6 +557,8 @@ def test_config_validation():
         _cfg(actor_gradient="pathwise").validate()
     with pytest.raises(ValueError, match="entropy_bonus"):
         _cfg(entropy_bonus=-1e-3).validate()
+    with pytest.raises(ValueError, match="actor_dist"):
+        _cfg(actor_dist="beta").validate()
 
 
 def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys):

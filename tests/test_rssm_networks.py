@@ -7,6 +7,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from wmrl.rssm import (
+    BoundedNormalSample,
     DenseHead,
     DreamerActor,
     DreamerV3MLP,
@@ -17,8 +18,10 @@ from wmrl.rssm import (
     RSSMPrior,
     RSSMPriorV3,
     TanhNormalSample,
+    bounded_normal_rsample,
     tanh_normal_rsample,
 )
+from wmrl.rssm.actor import bounded_sigmoid_scale
 from wmrl.rssm.functional import (
     cumulative_discount,
     gaussian_kl,
@@ -237,6 +240,48 @@ def test_actor_matches_torchrl_and_tanh_normal_samples():
         torch.testing.assert_close(
             TanhNormalSample()(loc, scale), torch.tanh(5 * torch.tanh(loc / 5))
         )
+
+
+def test_bounded_normal_actor_samples_scale_and_gradients():
+    from tensordict.nn import InteractionType, set_interaction_type
+
+    torch.manual_seed(5)
+    actor = DreamerActor(2, depth=1, num_cells=8, in_features=6, scale_mapping="bounded",
+                         std_min_val=0.1, std_max_val=1.0)  # fmt: skip
+    loc, scale = actor(torch.randn(64, 4) * 10, torch.randn(64, 2) * 10)
+    assert bool((scale > 0.1).all() and (scale < 1.0).all())
+    # the scale mapping: (max - min) sigmoid(raw + 2) + min, at its bounds and in between
+    raw = torch.tensor([-100.0, 0.0, 100.0])
+    expected = torch.tensor([0.1, 0.9 / (1 + math.exp(-2.0)) + 0.1, 1.0])
+    torch.testing.assert_close(bounded_sigmoid_scale(raw, 0.1, 1.0), expected)
+    # samples: clip(tanh(loc) + scale * noise), by hand; the mean when deterministic
+    loc = torch.tensor([0.3, -0.5, 1.0], dtype=torch.float64)
+    scale = torch.tensor([0.5, 0.2, 0.9], dtype=torch.float64)
+    noise = torch.tensor([1.0, -1.0, 2.0], dtype=torch.float64)
+    expected = torch.tensor([math.tanh(0.3) + 0.5, math.tanh(-0.5) - 0.2, 1.0],
+                            dtype=torch.float64)  # fmt: skip
+    torch.testing.assert_close(bounded_normal_rsample(loc, scale, noise), expected)
+    with set_interaction_type(InteractionType.DETERMINISTIC):
+        torch.testing.assert_close(BoundedNormalSample()(loc, scale), torch.tanh(loc))
+    n = 200_000
+    many = BoundedNormalSample()(loc[:1].expand(n, 1), scale[:1].expand(n, 1))
+    assert float(many.min()) >= -1.0 and float(many.max()) <= 1.0
+    # tanh(0.3) + 0.5 N(0, 1) clipped: the mass at the upper bound is P(z > (1 - tanh 0.3) / 0.5)
+    p_top = 0.5 * math.erfc((1 - math.tanh(0.3)) / 0.5 / math.sqrt(2))
+    frac = float((many == 1).double().mean())
+    assert abs(frac - p_top) < 5 * math.sqrt(p_top * (1 - p_top) / n)
+    # reparameterised: gradcheck in float64 inside the bounds; no gradient where clipped
+    loc_g, scale_g = loc[:2].clone().requires_grad_(), scale[:2].clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda m, s: bounded_normal_rsample(m, s, noise[:2]), (loc_g, scale_g)
+    )
+    clipped = loc[2:].clone().requires_grad_()
+    bounded_normal_rsample(clipped, scale[2:], noise[2:]).sum().backward()
+    assert clipped.grad is not None and float(clipped.grad.abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="scale_mapping"):
+        DreamerActor(2, in_features=6, scale_mapping="sigmoid")
+    with pytest.raises(ValueError, match="std_min_val"):
+        DreamerActor(2, in_features=6, scale_mapping="bounded", std_min_val=1.0, std_max_val=0.5)
 
 
 def test_heads():

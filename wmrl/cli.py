@@ -168,6 +168,8 @@ def _add_dreamer_parser(sub) -> None:
                    help="weight of the actor's entropy bonus (default 3e-4 v3, 0 v1)")
     p.add_argument("--actor-gradient", default=None, choices=["dynamics", "reinforce"],
                    help="actor gradient: through the model's dynamics, or REINFORCE")
+    p.add_argument("--actor-dist", default=None, choices=["tanh_normal", "bounded_normal"],
+                   help="actor distribution: tanh-Gaussian (default) or DreamerV3's bounded Normal")
     p.add_argument("--actor-lr", type=float, default=None)
     p.add_argument("--value-lr", type=float, default=None)
     p.add_argument("--model-lr", type=float, default=None)
@@ -198,7 +200,7 @@ def _dreamer(args: argparse.Namespace) -> int:
     names = ("env_steps", "max_wall_s", "train_ratio", "max_steps", "action_repeat", "num_envs",
              "collector_workers", "eval_every", "eval_episodes", "checkpoint_every",
              "precision", "device", "exploration_bonus", "action_noise", "entropy_bonus",
-             "actor_gradient", "actor_lr", "value_lr", "model_lr")  # fmt: skip
+             "actor_gradient", "actor_dist", "actor_lr", "value_lr", "model_lr")  # fmt: skip
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.no_progress:
         overrides["progress"] = False

@@ -69,7 +69,7 @@ from wmrl.agents.distributed import (
     init_distributed,
 )
 from wmrl.agents.dreamer_modules import DreamerNets, DreamerSizes, make_dreamer_nets
-from wmrl.agents.dreamer_objective import ACTOR_GRADIENTS, DreamerObjective
+from wmrl.agents.dreamer_objective import ACTOR_DISTS, ACTOR_GRADIENTS, DreamerObjective
 from wmrl.agents.envs import episode_length, make_env
 from wmrl.agents.exploration import DisagreementEnsemble
 from wmrl.agents.replay import SequenceReplay
@@ -117,6 +117,10 @@ class DreamerConfig(DreamerSizes):
         exploration_bonus: ``β`` of the ensemble-disagreement bonus added to the imagined
             rewards (:mod:`wmrl.agents.exploration`, Plan2Explore; 0: off, no ensemble built).
         ensemble_size: members of the disagreement ensemble.
+        actor_dist: the actor's action distribution: ``"tanh_normal"`` (Dreamer's tanh-Gaussian,
+            the default for either version) or ``"bounded_normal"`` (DreamerV3's released agent:
+            a Normal in action space, mean ``tanh(μ)``, scale in ``[0.1, 1]``, samples clipped;
+            see :mod:`wmrl.rssm.actor`).
         actor_gradient: ``"dynamics"`` (backpropagation of the lambda-returns through the
             imagined trajectory, Dreamer's) or ``"reinforce"`` (score function with the critic as
             baseline; see :class:`~wmrl.agents.dreamer_objective.DreamerObjective`).
@@ -175,6 +179,7 @@ class DreamerConfig(DreamerSizes):
     ensemble_size: int = 5
     action_noise: float | None = None
     actor_gradient: str = "dynamics"
+    actor_dist: str = "tanh_normal"
     eval_every: int = 5_000
     eval_episodes: int = 5
     checkpoint_every: int = 5_000
@@ -278,6 +283,8 @@ class DreamerConfig(DreamerSizes):
             raise ValueError(
                 f"actor_gradient must be one of {ACTOR_GRADIENTS}, got {self.actor_gradient!r}"
             )
+        if self.actor_dist not in ACTOR_DISTS:
+            raise ValueError(f"actor_dist must be one of {ACTOR_DISTS}, got {self.actor_dist!r}")
         if self.entropy_bonus is not None and self.entropy_bonus < 0:
             raise ValueError(f"entropy_bonus must be >= 0, got {self.entropy_bonus}")
         if self.action_noise is not None and self.action_noise < 0:
@@ -442,7 +449,8 @@ class Dreamer:
 
         torch.manual_seed(c.seed)  # the same initial networks on every rank
         self.nets: DreamerNets = make_dreamer_nets(
-            c.version, self.action_dim, self.obs_key, obs_dim, c.sizes(), device=self.device
+            c.version, self.action_dim, self.obs_key, obs_dim, c.sizes(), device=self.device,
+            actor_dist=c.actor_dist,
         )
         self.nets.policy.action_noise = c.collection_noise()
         self.exploration: DisagreementEnsemble | None = None
@@ -496,7 +504,7 @@ class Dreamer:
             nets.value, gamma=c.gamma, lmbda=c.lmbda, discount_weights=discount,
             return_normalization=v3, entropy_bonus=c.entropy_weight(), exploration=self.exploration,
             exploration_bonus=c.exploration_bonus, actor_gradient=c.actor_gradient,
-            policy_head=nets.actor[0],
+            policy_head=nets.actor[0], actor_dist=c.actor_dist,
         )  # fmt: skip
         model_lr, actor_lr, value_lr = c.learning_rates()
         self.model_params = nets.world_model_parameters()

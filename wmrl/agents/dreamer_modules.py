@@ -40,6 +40,7 @@ from torchrl.envs import TensorDictPrimer, ToTensorImage
 
 from wmrl.envs.dreamer import DreamerEnv
 from wmrl.rssm import (
+    BoundedNormalSample,
     DenseHead,
     DreamerActor,
     DreamerV3MLP,
@@ -363,6 +364,7 @@ def make_dreamer_nets(
     obs_dim: int | None = None,
     sizes: DreamerSizes | None = None,
     device: torch.device | str | None = None,
+    actor_dist: str = "tanh_normal",
 ) -> DreamerNets:
     """Build and wire the Dreamer (``version=1``) or DreamerV3 (``version=3``) networks.
 
@@ -374,6 +376,10 @@ def make_dreamer_nets(
         obs_dim: vector observation size (vector observations only).
         sizes: network sizes (default :class:`DreamerSizes`).
         device: where the parameters live.
+        actor_dist: ``"tanh_normal"`` (:class:`~wmrl.rssm.actor.TanhNormalSample`, scale
+            ``biased_softplus`` from 5 for v1, from 1 with minimum 0.1 for v3) or
+            ``"bounded_normal"`` (DreamerV3's :class:`~wmrl.rssm.actor.BoundedNormalSample`,
+            scale in ``[0.1, 1]``).
 
     Example:
         >>> nets = make_dreamer_nets(3, 1, "observation", obs_dim=3, sizes=DreamerSizes(
@@ -389,6 +395,8 @@ def make_dreamer_nets(
     """
     if version not in (1, 3):
         raise ValueError(f"version must be 1 or 3, got {version}")
+    if actor_dist not in ("tanh_normal", "bounded_normal"):
+        raise ValueError(f"actor_dist must be 'tanh_normal' or 'bounded_normal': {actor_dist!r}")
     sizes = sizes or DreamerSizes()
     pixels = obs_key == "pixels"
     if not pixels and (obs_dim is None or obs_dim < 1):
@@ -425,7 +433,7 @@ def make_dreamer_nets(
         value: TensorDictModuleBase = TensorDictModule(
             value_head, ["state", "belief"], ["state_value"]
         )
-        actor_std = {"std_bias": 5.0, "std_min_val": 1e-4}
+        actor_std: dict[str, Any] = {"std_bias": 5.0, "std_min_val": 1e-4}
     else:
         C, K = sizes.num_categoricals, sizes.num_classes
         prior = RSSMPriorV3(None, sizes.hidden_dim, H, C, K, action_dim=action_dim, device=device)
@@ -474,11 +482,15 @@ def make_dreamer_nets(
         rssm_posterior=posterior,
         observation_key=obs_key,
     )
+    sample: nn.Module = TanhNormalSample()
+    if actor_dist == "bounded_normal":
+        actor_std = {"scale_mapping": "bounded", "std_min_val": 0.1, "std_max_val": 1.0}
+        sample = BoundedNormalSample()
     actor_net = DreamerActor(action_dim, depth=sizes.actor_depth, num_cells=sizes.actor_cells,
                              in_features=latent, device=device, **actor_std)  # fmt: skip
     actor = TensorDictSequential(
         TensorDictModule(actor_net, ["state", "belief"], ["loc", "scale"]),
-        TensorDictModule(TanhNormalSample(), ["loc", "scale"], ["action"]),
+        TensorDictModule(sample, ["loc", "scale"], ["action"]),
     )
     policy = RSSMPolicy(encode, prior, posterior, actor, obs_key, S, H, action_dim)
     parts: dict[str, nn.Module] = {

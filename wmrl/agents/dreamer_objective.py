@@ -13,11 +13,12 @@ DisagreementEnsemble`, Plan2Explore) added to every imagined reward before the r
 * ``G^λ_t`` from :func:`wmrl.search.lambda_returns` with the frozen critic on the imagined next
   states; ``w_t = γ^t`` (``discount_weights``) or 1;
 * ``S = max(min_scale, EMA(P95) - EMA(P5))`` of the returns (``return_normalization``), else 1;
-* ``η`` the entropy bonus, ``H`` estimated per step by :func:`tanh_normal_entropy`.
+* ``η`` the entropy bonus, ``H`` estimated per step by :func:`tanh_normal_entropy` (the
+  tanh-Gaussian actor) or :func:`normal_entropy` (the bounded Normal, ``actor_dist``).
 
 That is the gradient through the model's dynamics (``actor_gradient="dynamics"``, Dreamer and
 DreamerV3's continuous actions). ``actor_gradient="reinforce"`` is the score-function form that
-DreamerV3 uses for discrete actions (Sec. 3, Eq. 11), here for the tanh-Gaussian actor:
+DreamerV3 uses for discrete actions (Sec. 3, Eq. 11), here for the continuous actor:
 
 ``J = -mean_{b,t} w_t sg((G^λ_t - v(s_t)) / S) log π(a_t | s_t) - η mean_{b,t} w_t H[π(·|s_t)]``
 
@@ -43,10 +44,21 @@ from wmrl.rssm.functional import cumulative_discount
 from wmrl.rssm.imagination import evaluate_values, frozen
 from wmrl.search import lambda_returns
 
-__all__ = ["DreamerObjective", "tanh_normal_entropy", "tanh_normal_log_prob", "ACTOR_GRADIENTS"]
+__all__ = [
+    "DreamerObjective",
+    "tanh_normal_entropy",
+    "tanh_normal_log_prob",
+    "normal_entropy",
+    "normal_log_prob",
+    "ACTOR_GRADIENTS",
+    "ACTOR_DISTS",
+]
 
 #: the actor gradients :class:`DreamerObjective` accepts
 ACTOR_GRADIENTS = ("dynamics", "reinforce")
+#: the actor distributions: the tanh-Gaussian (:class:`~wmrl.rssm.actor.TanhNormalSample`) and
+#: DreamerV3's bounded Normal (:class:`~wmrl.rssm.actor.BoundedNormalSample`)
+ACTOR_DISTS = ("tanh_normal", "bounded_normal")
 
 
 def tanh_normal_log_prob(
@@ -105,6 +117,30 @@ def tanh_normal_entropy(
     return (gauss + jac).sum(-1, keepdim=True)  # [*B, 1]
 
 
+def normal_log_prob(loc: torch.Tensor, scale: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """``log N(a; tanh(loc), diag(scale²))`` summed over the action, ``[*B, A] -> [*B, 1]``: the
+    bounded Normal's density inside ``(-1, 1)`` (:class:`~wmrl.rssm.actor.BoundedNormalSample`;
+    DreamerV3 scores its clipped samples with the Gaussian density as well).
+
+    >>> zero, one = torch.zeros(1, 1), torch.ones(1, 1)
+    >>> round(normal_log_prob(zero, one, zero).item(), 4)
+    -0.9189
+    """
+    z = (action - torch.tanh(loc)) / scale  # [*B, A]
+    gauss = -0.5 * z.square() - torch.log(scale) - 0.5 * math.log(2 * math.pi)  # [*B, A]
+    return gauss.sum(-1, keepdim=True)  # [*B, 1]
+
+
+def normal_entropy(scale: torch.Tensor) -> torch.Tensor:
+    """``Σ_i log σ_i + ½ log(2πe)``: the entropy of the bounded Normal's Gaussian (as DreamerV3),
+    ``[*B, A] -> [*B, 1]``; unlike the tanh-Gaussian's it does not depend on the mean.
+
+    >>> normal_entropy(torch.ones(1, 2))
+    tensor([[2.8379]])
+    """
+    return (torch.log(scale) + 0.5 * math.log(2 * math.pi * math.e)).sum(-1, keepdim=True)
+
+
 class DreamerObjective(nn.Module):
     """``trajectory -> J`` (to minimise) for :class:`~wmrl.search.PolicySearch` (see module doc).
 
@@ -128,6 +164,8 @@ class DreamerObjective(nn.Module):
         policy_head: the module that writes ``"loc"`` and ``"scale"`` from the latent (the
             first module of the actor); needed for ``"reinforce"``.
         mean_scale: ``m`` of the actor's tanh-Gaussian (``"reinforce"``).
+        actor_dist: ``"tanh_normal"`` (default) or ``"bounded_normal"``: which entropy and
+            log-density the bonus and ``"reinforce"`` use.
 
     The percentile EMAs are buffers (checkpointed with the state dict), updated in training mode
     from the returns of all data-parallel processes (averaged), so every process uses the same
@@ -162,8 +200,12 @@ class DreamerObjective(nn.Module):
         actor_gradient: str = "dynamics",
         policy_head: TensorDictModuleBase | None = None,
         mean_scale: float = 5.0,
+        actor_dist: str = "tanh_normal",
     ) -> None:
         super().__init__()
+        if actor_dist not in ACTOR_DISTS:
+            raise ValueError(f"actor_dist must be one of {ACTOR_DISTS}, got {actor_dist!r}")
+        self.actor_dist = actor_dist
         if actor_gradient not in ACTOR_GRADIENTS:
             raise ValueError(
                 f"actor_gradient must be one of {ACTOR_GRADIENTS}, got {actor_gradient!r}"
@@ -246,11 +288,17 @@ class DreamerObjective(nn.Module):
             return self._reinforce(trajectory, target, weight, dtype)
         loss = -(weight * target / self.return_scale(target)).mean()
         if self.entropy_bonus > 0:
-            entropy = tanh_normal_entropy(
+            entropy = self.entropy(
                 trajectory.get("scale").to(dtype), trajectory.get("action").to(dtype)
             )  # [*B, H, 1]
             loss = loss - self.entropy_bonus * (weight * entropy).mean()
         return loss
+
+    def entropy(self, scale: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The actor distribution's entropy (estimate) per step, ``[*B, A] -> [*B, 1]``."""
+        if self.actor_dist == "bounded_normal":
+            return normal_entropy(scale)
+        return tanh_normal_entropy(scale, action)
 
     def _reinforce(
         self,
@@ -270,9 +318,12 @@ class DreamerObjective(nn.Module):
         head = self.policy_head(latent)
         loc, scale = head.get("loc").to(dtype), head.get("scale").to(dtype)  # [*B, H, A]
         action = trajectory.get("action").detach().to(dtype)  # [*B, H, A]
-        log_prob = tanh_normal_log_prob(loc, scale, action, self.mean_scale)  # [*B, H, 1]
+        if self.actor_dist == "bounded_normal":
+            log_prob = normal_log_prob(loc, scale, action)  # [*B, H, 1]
+        else:
+            log_prob = tanh_normal_log_prob(loc, scale, action, self.mean_scale)  # [*B, H, 1]
         loss = -(weight * advantage * log_prob).mean()
         if self.entropy_bonus > 0:
-            entropy = tanh_normal_entropy(scale, action)  # [*B, H, 1]
+            entropy = self.entropy(scale, action)  # [*B, H, 1]
             loss = loss - self.entropy_bonus * (weight * entropy).mean()
         return loss

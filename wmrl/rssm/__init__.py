@@ -7,7 +7,13 @@ DreamerV3), :class:`RSSMRollout`, :class:`DreamerActor`, :class:`DenseHead`,
 :mod:`wmrl.rssm.dreamer_v3` (DreamerV3).
 """
 
-from wmrl.rssm.actor import DreamerActor, TanhNormalSample, tanh_normal_rsample
+from wmrl.rssm.actor import (
+    BoundedNormalSample,
+    DreamerActor,
+    TanhNormalSample,
+    bounded_normal_rsample,
+    tanh_normal_rsample,
+)
 from wmrl.rssm.categorical import RSSMPosteriorV3, RSSMPriorV3
 from wmrl.rssm.decoder import ObsDecoder
 from wmrl.rssm.dreamer import DreamerActorLoss, DreamerModelLoss, DreamerValueLoss
@@ -44,6 +50,8 @@ __all__ = [
     "RSSMPriorV3",
     "RSSMRollout",
     "TanhNormalSample",
+    "BoundedNormalSample",
+    "bounded_normal_rsample",
     "default_bins",
     "symexp",
     "symlog",

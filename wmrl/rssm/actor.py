@@ -1,9 +1,19 @@
-"""The Dreamer actor: a tanh-transformed Gaussian policy on the latent state.
+"""The Dreamer actor: a Gaussian policy on the latent state, bounded to ``[-1, 1]``.
 
-Hafner et al. 2019, "Dream to Control", Eq. 5 and App. A: ``a = tanh(mu(s) + sigma(s) eps)`` with
-``eps ~ N(0, I)``, the mean squashed as ``5 tanh(mu / 5)`` and the scale a softplus offset so
-that it starts at 5 (``std_bias``); the sample is reparameterised, so the actor is trained by
-backpropagating the lambda-returns through the imagined dynamics.
+Two action distributions over the same network (:class:`DreamerActor`, ``(loc, scale)``):
+
+* the **tanh-Gaussian** of Hafner et al. 2019, "Dream to Control", Eq. 5 and App. A:
+  ``a = tanh(mu(s) + sigma(s) eps)`` with ``eps ~ N(0, I)``, the mean squashed as
+  ``5 tanh(mu / 5)`` and the scale a softplus offset so that it starts at 5 (``std_bias``)
+  (:class:`TanhNormalSample`);
+* the **bounded Normal** of DreamerV3's released agent (Hafner et al. 2023): a Gaussian in action
+  space with mean ``tanh(mu(s))`` and standard deviation ``(max - min) sigmoid(raw + 2) + min``
+  in ``[0.1, 1]``, samples clipped to ``[-1, 1]`` (:class:`BoundedNormalSample`,
+  ``scale_mapping="bounded"``). Its entropy does not depend on the mean, so near the bounds the
+  exploration noise stays in action space instead of being squashed by the tanh.
+
+Either sample is reparameterised, so the actor is trained by backpropagating the lambda-returns
+through the imagined dynamics.
 """
 
 from __future__ import annotations
@@ -21,6 +31,9 @@ from wmrl.rssm.heads import DenseHead
 __all__ = [
     "DreamerActor",
     "TanhNormalSample",
+    "BoundedNormalSample",
+    "bounded_normal_rsample",
+    "bounded_sigmoid_scale",
     "tanh_normal_rsample",
     "biased_softplus_scale",
     "sampling_actions",
@@ -56,6 +69,28 @@ def biased_softplus_scale(raw: torch.Tensor, bias: float, min_val: float) -> tor
     return (F.softplus(raw + c) + min_val).clamp_min(min_val)  # [*B, A]
 
 
+def bounded_sigmoid_scale(raw: torch.Tensor, min_val: float, max_val: float) -> torch.Tensor:
+    """``(max_val - min_val) sigmoid(raw + 2) + min_val``: DreamerV3's actor scale, in
+    ``(min_val, max_val)``.
+
+    >>> round(bounded_sigmoid_scale(torch.zeros(1), 0.1, 1.0).item(), 4)  # 0.9 sigmoid(2) + 0.1
+    0.8927
+    """
+    return torch.sigmoid(raw + 2.0) * (max_val - min_val) + min_val  # [*B, A]
+
+
+def bounded_normal_rsample(
+    loc: torch.Tensor, scale: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """``clip(tanh(loc) + scale * noise, -1, 1)``: DreamerV3's bounded Normal, reparameterised
+    (the gradient is zero where the sample is clipped).
+
+    >>> bounded_normal_rsample(torch.zeros(2), torch.ones(2), torch.tensor([0.5, 3.0]))
+    tensor([0.5000, 1.0000])
+    """
+    return torch.addcmul(torch.tanh(loc), scale, noise).clamp(-1.0, 1.0)  # [*B, A]
+
+
 def tanh_normal_rsample(
     loc: torch.Tensor, scale: torch.Tensor, noise: torch.Tensor, mean_scale: float = 5.0
 ) -> torch.Tensor:
@@ -69,13 +104,16 @@ def tanh_normal_rsample(
 
 
 class DreamerActor(nn.Module):
-    """``(state, belief) -> (loc, scale)`` of the tanh-Gaussian action distribution.
+    """``(state, belief) -> (loc, scale)`` of the actor's action distribution.
 
     An MLP of ``depth`` hidden layers of ``num_cells`` units (ELU), output ``2 * out_features``
-    split into ``loc`` and ``scale = biased_softplus(., std_bias, std_min_val)``. The parameter
-    layout (``backbone``) follows TorchRL's ``MLP``, so TorchRL's ``DreamerActor`` state dicts
-    load. Sample actions with :class:`TanhNormalSample` (or TorchRL's ``TanhNormal`` with
-    ``tanh_loc=True``, which has the same distribution).
+    split into ``loc`` and a scale: ``biased_softplus(., std_bias, std_min_val)`` (the default,
+    the tanh-Gaussian's) or, with ``scale_mapping="bounded"``,
+    :func:`bounded_sigmoid_scale` ``(., std_min_val, std_max_val)`` (DreamerV3's bounded
+    Normal). The parameter layout (``backbone``) follows TorchRL's ``MLP``, so TorchRL's
+    ``DreamerActor`` state dicts load. Sample actions with :class:`TanhNormalSample` (or
+    TorchRL's ``TanhNormal`` with ``tanh_loc=True``, which has the same distribution) or
+    :class:`BoundedNormalSample`.
 
     Args:
         out_features: action dimension.
@@ -84,6 +122,8 @@ class DreamerActor(nn.Module):
         activation_class: hidden activation (default ``nn.ELU``).
         std_bias: scale at a zero pre-activation (default 5).
         std_min_val: minimum scale (default 1e-4).
+        scale_mapping: ``"softplus"`` (default) or ``"bounded"``.
+        std_max_val: maximum scale of the ``"bounded"`` mapping (default 1).
         in_features: ``S + H`` (default 230).
         device: where the parameters live.
 
@@ -104,17 +144,26 @@ class DreamerActor(nn.Module):
         std_min_val: float = 1e-4,
         in_features: int = 230,
         device: torch.device | str | None = None,
+        scale_mapping: str = "softplus",
+        std_max_val: float = 1.0,
     ) -> None:
         super().__init__()
+        if scale_mapping not in ("softplus", "bounded"):
+            raise ValueError(f"scale_mapping must be 'softplus' or 'bounded': {scale_mapping!r}")
+        if scale_mapping == "bounded" and not 0 < std_min_val < std_max_val:
+            raise ValueError(f"need 0 < std_min_val < std_max_val: {std_min_val}, {std_max_val}")
         mlp = DenseHead(in_features, 2 * out_features, depth, num_cells, activation_class, device)
         self.backbone = mlp.net
         self.std_bias, self.std_min_val = std_bias, std_min_val
+        self.scale_mapping, self.std_max_val = scale_mapping, std_max_val
 
     def forward(
         self, state: torch.Tensor, belief: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Action ``(loc, scale)``, each ``[*B, A]``, of ``state`` and ``belief``."""
         loc, raw = self.backbone(torch.cat([state, belief], dim=-1)).chunk(2, -1)  # [*B, A] x 2
+        if self.scale_mapping == "bounded":
+            return loc, bounded_sigmoid_scale(raw, self.std_min_val, self.std_max_val)
         return loc, biased_softplus_scale(raw, self.std_bias, self.std_min_val)
 
 
@@ -141,3 +190,23 @@ class TanhNormalSample(nn.Module):
         """An action ``[*B, A]`` in ``(-1, 1)``: a sample, or the deterministic action."""
         noise = torch.randn_like(loc) if sampling_actions() else torch.zeros_like(loc)  # [*B, A]
         return tanh_normal_rsample(loc, scale, noise, self.mean_scale)
+
+
+class BoundedNormalSample(nn.Module):
+    """Reparameterised sample of DreamerV3's bounded Normal: ``(loc, scale) -> action`` in
+    ``[-1, 1]``, ``clip(tanh(loc) + scale ε, -1, 1)``.
+
+    Samples by default; under a deterministic interaction type returns the mean ``tanh(loc)``.
+
+    Example:
+        >>> from tensordict.nn import set_interaction_type
+        >>> with set_interaction_type(InteractionType.DETERMINISTIC):
+        ...     BoundedNormalSample()(torch.zeros(1, 1), torch.ones(1, 1))
+        tensor([[0.]])
+    """
+
+    def forward(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """An action ``[*B, A]`` in ``[-1, 1]``: a sample, or the deterministic action."""
+        if not sampling_actions():
+            return torch.tanh(loc)  # [*B, A]
+        return bounded_normal_rsample(loc, scale, torch.randn_like(loc))  # [*B, A]
