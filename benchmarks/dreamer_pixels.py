@@ -66,7 +66,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         progress=not args.no_progress,
     )
     # given: set (or switched when resuming)
-    for k in ("exploration_bonus", "action_noise", "entropy_bonus", "actor_dist"):
+    for k in ("exploration_bonus", "action_noise", "entropy_bonus", "actor_dist", "entropy_target"):
         if getattr(args, k) is not None:
             overrides[k] = getattr(args, k)
     if args.preset == "debug":  # the debug preset's own episode length and schedule
@@ -103,6 +103,8 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         "action_noise": agent.config.collection_noise(),
         "entropy_bonus": agent.config.entropy_weight(),
         "actor_dist": agent.config.actor_dist,
+        "entropy_target": agent.config.entropy_target,
+        "final_entropy_weight": agent.objective.entropy_weight,
     }
     (args.out / f"{task}-v{args.version}-seed{args.seed}.json").write_text(
         json.dumps({"summary": summary, "records": records, "config": dataclasses.asdict(
@@ -159,6 +161,8 @@ def main() -> None:
                    help="std of the collection noise (default: the version's, 0.3 v1, 0 v3)")
     p.add_argument("--entropy-bonus", type=float, default=None,
                    help="weight of the actor's entropy bonus (default 3e-4 v3, 0 v1)")
+    p.add_argument("--entropy-target", type=float, default=None,
+                   help="adapt the entropy bonus towards this entropy per step (nats)")
     p.add_argument("--actor-dist", default=None, choices=["tanh_normal", "bounded_normal"],
                    help="the actor's distribution (default tanh_normal)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])

@@ -122,7 +122,8 @@ def main() -> None:
         agent.iterate()
         if agent.env_steps // 1000 != before // 1000:
             cost, low = evaluate()
-            losses = " ".join(f"{k[5:]}={v:.3g}" for k, v in agent.last_losses.items())
+            losses = " ".join(f"{k.removeprefix('loss_')}={v:.3g}"
+                              for k, v in agent.last_losses.items())  # fmt: skip
             print(f"{agent.env_steps} steps, {agent.updates} updates, "
                   f"{time.perf_counter() - t0:.0f} s: train return {agent.last_train_return:.2f}, "
                   f"eval cost/step {cost:.3f}, (1+cos θ)/2 {low:.3f}; {losses}",

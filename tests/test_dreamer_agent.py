@@ -182,6 +182,42 @@ def test_bounded_normal_objective_entropy_and_log_density_by_hand():
         DreamerObjective(_critic(), actor_dist="beta")
 
 
+def test_entropy_target_adapts_the_bonus_as_sac_temperature():
+    traj = _trajectory(B=4, H=5, seed=7)
+    gamma, lr, target = 0.8, 0.3, 0.5
+    kw = dict(gamma=gamma, lmbda=0.95, discount_weights=True, entropy_bonus=0.1,
+              entropy_target=target, entropy_lr=lr)  # fmt: skip
+    obj = DreamerObjective(_critic(), **kw)
+    assert obj.entropy_weight == pytest.approx(0.1)
+    loss = obj(traj)
+    w = (gamma ** torch.arange(5, dtype=torch.float64)).view(1, 5, 1)
+    H = (w * tanh_normal_entropy(traj["scale"], traj["action"])).mean()
+    # the loss uses η before the step; then log η <- log η - lr (H - H*)
+    expected = -(w * traj["lambda_target"]).mean() - 0.1 * H
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
+    assert obj.entropy_weight == pytest.approx(0.1 * math.exp(-lr * (float(H) - target)), rel=1e-5)
+    # not in evaluation mode; clamped to the range; checkpointed and restored
+    obj.eval()
+    before = obj.entropy_weight
+    obj(_trajectory(B=4, H=5, seed=8))
+    assert obj.entropy_weight == before
+    obj.train()
+    low = DreamerObjective(_critic(), **{**kw, "entropy_target": 100.0, "entropy_lr": 1e3})
+    low(traj)
+    assert low.entropy_weight == pytest.approx(1.0)  # far below the target: capped at 1
+    other = DreamerObjective(_critic(), **kw)
+    other.load_state_dict(obj.state_dict())
+    assert other.entropy_weight == pytest.approx(obj.entropy_weight)
+    fixed = DreamerObjective(_critic(), entropy_bonus=0.1)
+    fixed.load_state_dict(obj.state_dict())  # a stored η is dropped when η is fixed
+    assert fixed.entropy_weight == 0.1
+    obj.load_state_dict(fixed.state_dict())  # none stored: the initial η stays
+    with pytest.raises(ValueError, match="entropy_lr"):
+        DreamerObjective(_critic(), entropy_target=0.0, entropy_lr=0.0)
+    with pytest.raises(ValueError, match="finite"):
+        DreamerObjective(_critic(), entropy_target=math.nan)
+
+
 def test_objective_rejects_bad_settings():
     with pytest.raises(ValueError):
         DreamerObjective(_critic(), gamma=0.0)
@@ -446,6 +482,21 @@ def test_v3_entropy_bonus_default_and_override_on_resume(tmp_path):
     assert Dreamer(_cfg(version=1, entropy_bonus=3e-3)).objective.entropy_bonus == 3e-3
 
 
+def test_agent_with_an_entropy_target_logs_and_resumes_its_adapted_bonus(tmp_path):
+    agent = Dreamer(_cfg(version=3, env_steps=24, entropy_target=5.0), out_dir=tmp_path)
+    agent.run()
+    eta = agent.objective.entropy_weight
+    assert eta > 3e-4  # the tiny actor's entropy is below 5 nats: the bonus grew
+    assert 3e-4 < agent.last_losses["entropy_weight"] <= eta  # the mean over the last updates
+    agent.close()
+    resumed = Dreamer.resume(tmp_path)
+    assert resumed.objective.entropy_weight == pytest.approx(eta)
+    resumed.close()
+    fixed = Dreamer.resume(tmp_path, entropy_target=None)  # switched off: back to the fixed η
+    assert fixed.objective.entropy_weight == 3e-4 and "entropy_weight" not in fixed.last_losses
+    fixed.close()
+
+
 def test_exploring_agent_resumes_with_its_ensemble_and_continues_identically(tmp_path):
     cfg = _cfg(version=3, env_steps=36, exploration_bonus=0.5)
     full = Dreamer(cfg, out_dir=tmp_path / "full")
@@ -559,6 +610,10 @@ def test_config_validation():
         _cfg(entropy_bonus=-1e-3).validate()
     with pytest.raises(ValueError, match="actor_dist"):
         _cfg(actor_dist="beta").validate()
+    with pytest.raises(ValueError, match="entropy_lr"):
+        _cfg(entropy_lr=0.0).validate()
+    with pytest.raises(ValueError, match="entropy_target"):
+        _cfg(entropy_target=math.inf).validate()
 
 
 def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys):
@@ -577,8 +632,9 @@ def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys):
     assert main(args) == 2  # refuses to overwrite a run
     assert json.loads((out / "config.json").read_text())["entropy_bonus"] is None  # v3: 3e-4
     resume = ["dreamer", "--out", str(out), "--resume", "--env-steps", "36", "--no-progress",
-              "--no-plots", "--entropy-bonus", "0.003"]  # fmt: skip
+              "--no-plots", "--entropy-bonus", "0.003", "--entropy-target", "-1"]  # fmt: skip
     assert main(resume) == 0
     records = json.loads((out / "records.json").read_text())
     assert [r["env_steps"] for r in records] == [0, 24, 36]
-    assert json.loads((out / "config.json").read_text())["entropy_bonus"] == 0.003
+    config = json.loads((out / "config.json").read_text())
+    assert config["entropy_bonus"] == 0.003 and config["entropy_target"] == -1.0

@@ -166,6 +166,8 @@ def _add_dreamer_parser(sub) -> None:
                    help="std of the Gaussian noise on collected actions (default 0.3 v1, 0 v3)")
     p.add_argument("--entropy-bonus", type=float, default=None,
                    help="weight of the actor's entropy bonus (default 3e-4 v3, 0 v1)")
+    p.add_argument("--entropy-target", type=float, default=None,
+                   help="adapt the entropy bonus towards this entropy per step (nats), as SAC")
     p.add_argument("--actor-gradient", default=None, choices=["dynamics", "reinforce"],
                    help="actor gradient: through the model's dynamics, or REINFORCE")
     p.add_argument("--actor-dist", default=None, choices=["tanh_normal", "bounded_normal"],
@@ -200,6 +202,7 @@ def _dreamer(args: argparse.Namespace) -> int:
     names = ("env_steps", "max_wall_s", "train_ratio", "max_steps", "action_repeat", "num_envs",
              "collector_workers", "eval_every", "eval_episodes", "checkpoint_every",
              "precision", "device", "exploration_bonus", "action_noise", "entropy_bonus",
+             "entropy_target",
              "actor_gradient", "actor_dist", "actor_lr", "value_lr", "model_lr")  # fmt: skip
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.no_progress:

@@ -112,6 +112,11 @@ class DreamerConfig(DreamerSizes):
         free_nats: KL floor (v1; v3 uses one free bit).
         entropy_bonus: ``η`` of the actor's entropy bonus (``None``: 3e-4 for v3, as DreamerV3,
             0 for v1, which has none).
+        entropy_target: adapt ``η`` so that the imagined policy's mean entropy per step
+            approaches this many nats, as Soft Actor-Critic's temperature (``None``: ``η``
+            fixed; ``-1`` per action dimension is SAC's choice); ``entropy_bonus`` is then the
+            initial ``η`` (see :class:`~wmrl.agents.dreamer_objective.DreamerObjective`).
+        entropy_lr: step size of the ``log η`` adaptation.
         discount_weights: weight imagined step ``t`` by ``gamma^t`` in the actor and critic
             losses (``None``: off for v1 as the pages, on for v3 as the paper).
         exploration_bonus: ``β`` of the ensemble-disagreement bonus added to the imagined
@@ -174,6 +179,8 @@ class DreamerConfig(DreamerSizes):
     lmbda: float = 0.95
     free_nats: float = 3.0
     entropy_bonus: float | None = None
+    entropy_target: float | None = None
+    entropy_lr: float = 0.01
     discount_weights: bool | None = None
     exploration_bonus: float = 0.0
     ensemble_size: int = 5
@@ -287,6 +294,10 @@ class DreamerConfig(DreamerSizes):
             raise ValueError(f"actor_dist must be one of {ACTOR_DISTS}, got {self.actor_dist!r}")
         if self.entropy_bonus is not None and self.entropy_bonus < 0:
             raise ValueError(f"entropy_bonus must be >= 0, got {self.entropy_bonus}")
+        if self.entropy_lr <= 0:
+            raise ValueError(f"entropy_lr must be > 0, got {self.entropy_lr}")
+        if self.entropy_target is not None and not math.isfinite(self.entropy_target):
+            raise ValueError(f"entropy_target must be finite, got {self.entropy_target}")
         if self.action_noise is not None and self.action_noise < 0:
             raise ValueError(f"action_noise must be >= 0, got {self.action_noise}")
         L = episode_length(self.task, self.max_steps, self.action_repeat)
@@ -504,7 +515,8 @@ class Dreamer:
             nets.value, gamma=c.gamma, lmbda=c.lmbda, discount_weights=discount,
             return_normalization=v3, entropy_bonus=c.entropy_weight(), exploration=self.exploration,
             exploration_bonus=c.exploration_bonus, actor_gradient=c.actor_gradient,
-            policy_head=nets.actor[0], actor_dist=c.actor_dist,
+            policy_head=nets.actor[0], actor_dist=c.actor_dist, entropy_target=c.entropy_target,
+            entropy_lr=c.entropy_lr,
         )  # fmt: skip
         model_lr, actor_lr, value_lr = c.learning_rates()
         self.model_params = nets.world_model_parameters()
@@ -614,6 +626,8 @@ class Dreamer:
         losses = {k: v.detach() for k, v in model_td.items() if k.startswith("loss_")}
         losses["loss_actor"] = torch.tensor(result.history[-1])
         losses["loss_value"] = value_td["loss_value"].detach()
+        if self.config.entropy_target is not None:
+            losses["entropy_weight"] = torch.tensor(self.objective.entropy_weight)
         if exploration_loss is not None:
             losses["loss_exploration"] = exploration_loss
         return losses

@@ -14,7 +14,12 @@ DisagreementEnsemble`, Plan2Explore) added to every imagined reward before the r
   states; ``w_t = γ^t`` (``discount_weights``) or 1;
 * ``S = max(min_scale, EMA(P95) - EMA(P5))`` of the returns (``return_normalization``), else 1;
 * ``η`` the entropy bonus, ``H`` estimated per step by :func:`tanh_normal_entropy` (the
-  tanh-Gaussian actor) or :func:`normal_entropy` (the bounded Normal, ``actor_dist``).
+  tanh-Gaussian actor) or :func:`normal_entropy` (the bounded Normal, ``actor_dist``). ``η``
+  is fixed, or, given an ``entropy_target`` ``H*``, adapted after every call as the temperature
+  of Soft Actor-Critic (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications",
+  Eq. 17-18): ``log η ← log η - α (H̄ - H*)`` with ``H̄`` the weighted mean entropy of the call,
+  so the bonus grows while the policy's entropy is below the target (a saturating, bang-bang
+  tanh-Gaussian) and fades while it is above.
 
 That is the gradient through the model's dynamics (``actor_gradient="dynamics"``, Dreamer and
 DreamerV3's continuous actions). ``actor_gradient="reinforce"`` is the score-function form that
@@ -33,6 +38,7 @@ With ``discount_weights=False``, no normalisation and ``η = 0`` the dynamics fo
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from tensordict import TensorDictBase
@@ -166,10 +172,14 @@ class DreamerObjective(nn.Module):
         mean_scale: ``m`` of the actor's tanh-Gaussian (``"reinforce"``).
         actor_dist: ``"tanh_normal"`` (default) or ``"bounded_normal"``: which entropy and
             log-density the bonus and ``"reinforce"`` use.
+        entropy_target: ``H*`` per step (nats); ``None`` (default) keeps ``η`` fixed. With a
+            target, ``entropy_bonus`` is the initial ``η``.
+        entropy_lr: ``α`` of the ``log η`` update (0.01).
+        entropy_range: bounds of the adapted ``η`` (1e-6, 1).
 
-    The percentile EMAs are buffers (checkpointed with the state dict), updated in training mode
-    from the returns of all data-parallel processes (averaged), so every process uses the same
-    ``S``.
+    The percentile EMAs and ``log η`` are buffers (checkpointed with the state dict), updated in
+    training mode from the returns and entropies of all data-parallel processes (averaged), so
+    every process uses the same ``S`` and ``η``.
 
     Example:
         >>> from tensordict import TensorDict
@@ -201,6 +211,9 @@ class DreamerObjective(nn.Module):
         policy_head: TensorDictModuleBase | None = None,
         mean_scale: float = 5.0,
         actor_dist: str = "tanh_normal",
+        entropy_target: float | None = None,
+        entropy_lr: float = 0.01,
+        entropy_range: tuple[float, float] = (1e-6, 1.0),
     ) -> None:
         super().__init__()
         if actor_dist not in ACTOR_DISTS:
@@ -221,6 +234,15 @@ class DreamerObjective(nn.Module):
             raise ValueError(f"quantiles must satisfy 0 <= low < high <= 1, got {quantiles}")
         if not 0.0 <= rate <= 1.0 or min_scale <= 0 or entropy_bonus < 0:
             raise ValueError("need 0 <= rate <= 1, min_scale > 0 and entropy_bonus >= 0")
+        lo_eta, hi_eta = entropy_range
+        if entropy_target is not None and not (entropy_lr > 0 and 0 < lo_eta < hi_eta):
+            raise ValueError(
+                f"an entropy target needs entropy_lr > 0 and 0 < {lo_eta} < {hi_eta} (range)"
+            )
+        if entropy_target is not None and not math.isfinite(entropy_target):
+            raise ValueError(f"entropy_target must be finite, got {entropy_target}")
+        self.entropy_target, self.entropy_lr = entropy_target, entropy_lr
+        self.log_eta_range = (math.log(lo_eta), math.log(hi_eta))
         if exploration_bonus < 0 or (exploration_bonus > 0 and exploration is None):
             raise ValueError("exploration_bonus must be >= 0 and needs an exploration ensemble")
         self.__dict__["exploration"] = exploration  # trained by its own loss: not a submodule
@@ -232,6 +254,48 @@ class DreamerObjective(nn.Module):
         self.entropy_bonus, self.value_key = entropy_bonus, value_key
         self.register_buffer("return_low", torch.zeros(()))
         self.register_buffer("return_high", torch.zeros(()))
+        if entropy_target is not None:
+            start = min(max(entropy_bonus, lo_eta), hi_eta)
+            self.register_buffer("log_entropy_weight", torch.tensor(math.log(start)))
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """As :meth:`torch.nn.Module.load_state_dict`, across a change of entropy target: a
+        state without ``log_entropy_weight`` keeps the initial ``η``, and a stored one is
+        dropped when ``η`` is fixed (a run resumed with or without ``entropy_target``)."""
+        state = dict(state_dict)
+        if self.entropy_target is None:
+            state.pop("log_entropy_weight", None)
+        else:
+            state.setdefault("log_entropy_weight", self.log_entropy_weight.clone())
+        return super().load_state_dict(state, strict=strict, assign=assign)
+
+    @property
+    def entropy_weight(self) -> float:
+        """``η`` now: ``entropy_bonus``, or its adapted value under an entropy target."""
+        if self.entropy_target is None:
+            return self.entropy_bonus
+        return float(self.log_entropy_weight.exp())
+
+    def entropy_term(self, entropy: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``η mean_{b,t} w_t H_t`` (to subtract from the loss) for per-step entropies
+        ``[*B, H, 1]``; under an entropy target, in training mode, ``log η`` then moves by
+        ``-α (H̄ - H*)`` with ``H̄`` that weighted mean (averaged over processes), clamped to
+        ``entropy_range``.
+
+        >>> obj = DreamerObjective(None, entropy_bonus=0.1, entropy_target=-1.0, entropy_lr=0.5)
+        >>> round(float(obj.entropy_term(torch.full((1, 2, 1), -3.0), torch.ones(1, 2, 1))), 4)
+        -0.3
+        >>> round(obj.entropy_weight, 4)  # 0.1 * exp(0.5 * 2): the entropy was below the target
+        0.2718
+        """
+        mean_entropy = (weight * entropy).mean()
+        term = self.entropy_weight * mean_entropy
+        if self.entropy_target is not None and self.training:
+            with torch.no_grad():
+                gap = all_reduce_mean(mean_entropy.detach().float()) - self.entropy_target
+                step = self.log_entropy_weight - self.entropy_lr * gap.to(self.log_entropy_weight)
+                self.log_entropy_weight.copy_(step.clamp(*self.log_eta_range))
+        return term
 
     def return_scale(self, returns: torch.Tensor) -> torch.Tensor:
         """``S`` (Eq. 12); the percentile EMAs are updated first in training mode."""
@@ -287,11 +351,11 @@ class DreamerObjective(nn.Module):
         if self.actor_gradient == "reinforce":
             return self._reinforce(trajectory, target, weight, dtype)
         loss = -(weight * target / self.return_scale(target)).mean()
-        if self.entropy_bonus > 0:
+        if self.entropy_bonus > 0 or self.entropy_target is not None:
             entropy = self.entropy(
                 trajectory.get("scale").to(dtype), trajectory.get("action").to(dtype)
             )  # [*B, H, 1]
-            loss = loss - self.entropy_bonus * (weight * entropy).mean()
+            loss = loss - self.entropy_term(entropy, weight)
         return loss
 
     def entropy(self, scale: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -323,7 +387,7 @@ class DreamerObjective(nn.Module):
         else:
             log_prob = tanh_normal_log_prob(loc, scale, action, self.mean_scale)  # [*B, H, 1]
         loss = -(weight * advantage * log_prob).mean()
-        if self.entropy_bonus > 0:
+        if self.entropy_bonus > 0 or self.entropy_target is not None:
             entropy = self.entropy(scale, action)  # [*B, H, 1]
-            loss = loss - self.entropy_bonus * (weight * entropy).mean()
+            loss = loss - self.entropy_term(entropy, weight)
         return loss
