@@ -123,7 +123,7 @@ def markdown(summaries: list[dict], args: argparse.Namespace) -> str:
         f"preset {args.preset}, Dreamer v{args.version}, seed {args.seed}; at the end: "
         + ", ".join(f"{s['task']} exploration bonus {s['exploration_bonus']}, action noise "
                     f"{s['action_noise']}, entropy bonus {s['entropy_bonus']}, actor "
-                    f"{s.get('actor_dist', 'tanh_normal')}"
+                    f"{s['actor_dist']}"
                     for s in summaries),  # fmt: skip
         "",
         "| task | env steps | updates | wall [h] | random cost/step | final | best | "

@@ -627,7 +627,7 @@ class Dreamer:
         losses["loss_actor"] = torch.tensor(result.history[-1])
         losses["loss_value"] = value_td["loss_value"].detach()
         if self.config.entropy_target is not None:
-            losses["entropy_weight"] = torch.tensor(self.objective.entropy_weight)
+            losses["entropy_weight"] = self.objective.log_entropy_weight.exp()
         if exploration_loss is not None:
             losses["loss_exploration"] = exploration_loss
         return losses

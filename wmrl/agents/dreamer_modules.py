@@ -38,6 +38,7 @@ from torch import nn
 from torchrl.data import Unbounded
 from torchrl.envs import TensorDictPrimer, ToTensorImage
 
+from wmrl.agents.dreamer_objective import ACTOR_DISTS
 from wmrl.envs.dreamer import DreamerEnv
 from wmrl.rssm import (
     BoundedNormalSample,
@@ -395,8 +396,8 @@ def make_dreamer_nets(
     """
     if version not in (1, 3):
         raise ValueError(f"version must be 1 or 3, got {version}")
-    if actor_dist not in ("tanh_normal", "bounded_normal"):
-        raise ValueError(f"actor_dist must be 'tanh_normal' or 'bounded_normal': {actor_dist!r}")
+    if actor_dist not in ACTOR_DISTS:
+        raise ValueError(f"actor_dist must be one of {ACTOR_DISTS}, got {actor_dist!r}")
     sizes = sizes or DreamerSizes()
     pixels = obs_key == "pixels"
     if not pixels and (obs_dim is None or obs_dim < 1):

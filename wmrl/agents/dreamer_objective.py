@@ -270,6 +270,11 @@ class DreamerObjective(nn.Module):
         return super().load_state_dict(state, strict=strict, assign=assign)
 
     @property
+    def has_entropy_term(self) -> bool:
+        """Whether the loss carries the entropy bonus: a positive ``η`` or an entropy target."""
+        return self.entropy_bonus > 0 or self.entropy_target is not None
+
+    @property
     def entropy_weight(self) -> float:
         """``η`` now: ``entropy_bonus``, or its adapted value under an entropy target."""
         if self.entropy_target is None:
@@ -289,8 +294,11 @@ class DreamerObjective(nn.Module):
         0.2718
         """
         mean_entropy = (weight * entropy).mean()
-        term = self.entropy_weight * mean_entropy
-        if self.entropy_target is not None and self.training:
+        if self.entropy_target is None:
+            return self.entropy_bonus * mean_entropy
+        # η as a tensor: no host synchronisation on the update path
+        term = self.log_entropy_weight.exp().to(mean_entropy.dtype) * mean_entropy
+        if self.training:
             with torch.no_grad():
                 gap = all_reduce_mean(mean_entropy.detach().float()) - self.entropy_target
                 step = self.log_entropy_weight - self.entropy_lr * gap.to(self.log_entropy_weight)
@@ -351,7 +359,7 @@ class DreamerObjective(nn.Module):
         if self.actor_gradient == "reinforce":
             return self._reinforce(trajectory, target, weight, dtype)
         loss = -(weight * target / self.return_scale(target)).mean()
-        if self.entropy_bonus > 0 or self.entropy_target is not None:
+        if self.has_entropy_term:
             entropy = self.entropy(
                 trajectory.get("scale").to(dtype), trajectory.get("action").to(dtype)
             )  # [*B, H, 1]
@@ -387,7 +395,7 @@ class DreamerObjective(nn.Module):
         else:
             log_prob = tanh_normal_log_prob(loc, scale, action, self.mean_scale)  # [*B, H, 1]
         loss = -(weight * advantage * log_prob).mean()
-        if self.entropy_bonus > 0 or self.entropy_target is not None:
+        if self.has_entropy_term:
             entropy = self.entropy(scale, action)  # [*B, H, 1]
             loss = loss - self.entropy_term(entropy, weight)
         return loss
