@@ -168,11 +168,18 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--release-memory", action="store_true",
+                   help="keep glibc's default of returning freed memory (wmrl.cpu_memory)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, default=Path("runs/bench-dreamer"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    on_cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
+    if on_cpu and not args.release_memory:
+        from wmrl.cpu_memory import retain_freed_memory
+
+        retain_freed_memory()  # no page faults on the update's large blocks after the first
     args.out.mkdir(parents=True, exist_ok=True)
     summaries = []
     for task in args.tasks:

@@ -11,11 +11,13 @@ Timing: the two implementations alternate within one process and the median of t
 reported (ratios measured side by side are robust to load from other processes; absolute times
 are not). Memory: each implementation runs three updates in a fresh subprocess, which reports its
 peak resident memory and the part of it above the resident memory before the first update.
+``--retain-memory`` times the updates with glibc told to keep freed memory
+(:mod:`wmrl.cpu_memory`), which takes the page faults of the large blocks out of both.
 
 Usage::
 
     python benchmarks/dreamer_update.py [--repeats 5] [--threads 1] [--precision fp32 bf16]
-        [--doc docs/benchmarks_dreamer.md]
+        [--retain-memory] [--doc docs/benchmarks_dreamer.md]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -244,6 +247,7 @@ def measure(precision: str, repeats: int, threads: int, data, wm_parts, trl_part
     wall: dict[str, list[float]] = {k: [] for k in updates}
     cpu: dict[str, list[float]] = {k: [] for k in updates}
     phases: dict[str, list[list[float]]] = {k: [] for k in updates}
+    system: dict[str, list[float]] = {k: [] for k in updates}
     load_before = os.getloadavg()[0]
     for fn in updates.values():  # warm-up
         fn(data)
@@ -255,9 +259,10 @@ def measure(precision: str, repeats: int, threads: int, data, wm_parts, trl_part
         gflop[name] = counter.get_total_flops() / 1e9
     for _ in range(repeats):
         for name, fn in updates.items():  # alternate the implementations
-            t0 = time.perf_counter()
+            t0, s0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_stime
             ph = fn(data)
             wall[name].append(time.perf_counter() - t0)
+            system[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_stime - s0)
             cpu[name].append(sum(ph))
             phases[name].append(ph)
     mem = {}
@@ -273,6 +278,7 @@ def measure(precision: str, repeats: int, threads: int, data, wm_parts, trl_part
     return {
         "wall": {k: med(v) for k, v in wall.items()},
         "cpu": {k: med(v) for k, v in cpu.items()},
+        "system": {k: med(v) for k, v in system.items()},
         "phases": {k: [med(p[i] for p in v) for i in range(3)] for k, v in phases.items()},
         "cpu_ratios": [t / w for t, w in zip(cpu["torchrl"], cpu["wmrl"])],
         "wall_ratios": [t / w for t, w in zip(wall["torchrl"], wall["wmrl"])],
@@ -285,11 +291,19 @@ def measure(precision: str, repeats: int, threads: int, data, wm_parts, trl_part
 
 def report(results: dict, args: argparse.Namespace) -> str:
     med = statistics.median
+    retain = " --retain-memory" if args.retain_memory else ""
+    allocator = (
+        "glibc told to keep freed memory (`--retain-memory`, `wmrl.cpu_memory`): large blocks "
+        "come from the heap and are reused by the next update"
+        if args.retain_memory
+        else "glibc's default allocator: every block above its mmap threshold (at most 32 MiB) "
+        "is mapped afresh and faulted in page by page"
+    )
     lines = [
         "## Dreamer: one full update (`benchmarks/dreamer_update.py`)",
         "",
         f"Command: `.venv/bin/python benchmarks/dreamer_update.py --repeats {args.repeats} "
-        f"--threads {args.threads}` · {datetime.date.today()} · {machine()} · "
+        f"--threads {args.threads}{retain}` · {datetime.date.today()} · {machine()} · "
         f"torch {torch.__version__}, torchrl {torchrl.__version__} · {args.threads} thread(s).",
         "",
         f"One update = world-model loss, backward and Adam step; actor loss ({H}-step imagination "
@@ -303,7 +317,8 @@ def report(results: dict, args: argparse.Namespace) -> str:
         "Peak memory: resident-set high-water mark of a fresh process running three updates, "
         "and in parentheses its part above the resident set before the first update (glibc "
         "told to map every block above 64 KiB separately, so that the resident set follows the "
-        "live tensors rather than the allocator's free lists).",
+        "live tensors rather than the allocator's free lists). Memory for the timed updates: "
+        f"{allocator}.",
         "",
         "| precision | TorchRL | wmrl | speed-up (CPU) | speed-up (wall) | peak memory TorchRL | "
         "peak memory wmrl |",
@@ -350,6 +365,15 @@ def report(results: dict, args: argparse.Namespace) -> str:
         rate = {k: f"{r['gflop'][k]:.0f} GFLOP, {r['gflop'][k] / r['cpu'][k]:.0f} GFLOP/s"
                 for k in ("torchrl", "wmrl")}  # fmt: skip
         lines.append(f"| {precision} | {rate['torchrl']} | {rate['wmrl']} |")
+    lines += [
+        "",
+        "System time (page faults, mostly) within the CPU time of one update, medians: "
+        + ", ".join(
+            f"{p} TorchRL {r['system']['torchrl']:.2f} s, wmrl {r['system']['wmrl']:.2f} s"
+            for p, r in results.items()
+        )
+        + ".",
+    ]
     lines += [
         "",
         "CPU time per phase (model / actor / value), medians:",
@@ -400,11 +424,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--doc", help="write the report (markdown) to this file")
+    parser.add_argument("--retain-memory", action="store_true",
+                        help="time the updates with freed memory kept (wmrl.cpu_memory)")
     parser.add_argument("--memory-child", nargs=2, metavar=("IMPL", "PRECISION"))
     args = parser.parse_args()
     if args.memory_child:
         memory_child(*args.memory_child, args.threads)
         return
+    if args.retain_memory:
+        from wmrl.cpu_memory import retain_freed_memory
+
+        if not retain_freed_memory():
+            raise SystemExit("--retain-memory needs glibc's malloc")
     torch.set_num_threads(args.threads)
     data = make_data()
     wm, wm_losses, wm_nets = build_wmrl()

@@ -186,6 +186,9 @@ def _add_dreamer_parser(sub) -> None:
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel training (launch with torchrun)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--release-memory", action="store_true",
+                   help="on CPU, let malloc return freed memory to the system (glibc's default; "
+                        "slower: large tensors are faulted in afresh every update)")
     p.add_argument("--logger", default="csv", choices=["csv", "tensorboard", "wandb", "none"])
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-plots", action="store_true")
@@ -195,6 +198,7 @@ def _dreamer(args: argparse.Namespace) -> int:
     import torch
 
     from wmrl.agents.dreamer import Dreamer, DreamerConfig
+    from wmrl.cpu_memory import retain_freed_memory
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -226,6 +230,8 @@ def _dreamer(args: argparse.Namespace) -> int:
         config = DreamerConfig.preset(args.preset, task=args.task, pixels=args.pixels,
                                       version=args.version, seed=args.seed, **overrides)
         agent = Dreamer(config, out_dir=out, logger=logger)
+    if agent.device.type == "cpu" and not args.release_memory:
+        retain_freed_memory()  # reuse the update's large blocks (wmrl.cpu_memory)
     if agent.dist.is_main:
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(agent.config), indent=2))
     agent.run()
