@@ -616,7 +616,11 @@ def test_config_validation():
         _cfg(entropy_target=math.inf).validate()
 
 
-def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys):
+def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys, monkeypatch):
+    import wmrl.cpu_memory
+
+    retained = []  # the CLI keeps freed memory on CPU unless --release-memory (recorded here)
+    monkeypatch.setattr(wmrl.cpu_memory, "retain_freed_memory", lambda: retained.append(1))
     out = tmp_path / "run"
     args = ["dreamer", "--task", "pendulum-swingup", "--pixels", "--version", "3",
             "--preset", "debug", "--env-steps", "24", "--out", str(out),
@@ -629,11 +633,14 @@ def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys):
     for name in names:
         assert (out / name).is_file(), name
     assert list(out.glob("log/**/*.csv")) or list(out.glob("**/*.csv"))
+    assert retained == [1]
     assert main(args) == 2  # refuses to overwrite a run
     assert json.loads((out / "config.json").read_text())["entropy_bonus"] is None  # v3: 3e-4
     resume = ["dreamer", "--out", str(out), "--resume", "--env-steps", "36", "--no-progress",
-              "--no-plots", "--entropy-bonus", "0.003", "--entropy-target", "-1"]  # fmt: skip
+              "--no-plots", "--entropy-bonus", "0.003", "--entropy-target", "-1",
+              "--release-memory"]  # fmt: skip
     assert main(resume) == 0
+    assert retained == [1]
     records = json.loads((out / "records.json").read_text())
     assert [r["env_steps"] for r in records] == [0, 24, 36]
     config = json.loads((out / "config.json").read_text())
