@@ -1,0 +1,147 @@
+"""What a pendulum Dreamer checkpoint's world model knows: linear probes and open-loop rewards.
+
+Two measurements on fresh episodes of the built-in pendulum (``true_state = [θ̇, θ]``):
+
+1. **Linear probes.** Ridge regressions from the filtered latents ``[s_t, h_t]`` (the policy's own
+   posterior, on 16 episodes of the training policy) to ``cos θ``, ``sin θ``, ``θ̇`` and the
+   next reward, fitted on half the episodes and scored (R²) on the other half: what the latent
+   holds, linearly.
+2. **Open-loop rewards.** From 4 filtered steps, the prior alone predicts 15 more steps under the
+   real actions; the predicted rewards against the real ones, per step and summed, in three
+   settings: the training policy from the task's start (hanging down), and zero or small random
+   torque (σ = 0.3) from the top (``θ = π``), where a pendulum that is not pumped round falls
+   slowly and swings back towards the top.
+
+A model that fits what its policy does but has never seen a slow pass near the top predicts the
+first setting well and the other two badly; the actor then cannot learn to balance in
+imagination however its objective is weighted.
+
+Usage::
+
+    python benchmarks/dreamer_diagnose.py runs/bench-dreamer/pendulum-swingup-v3-seed0
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+CONTEXT, HORIZON, EPISODES = 4, 15, 32
+
+
+def ridge_r2(x: torch.Tensor, y: torch.Tensor, split: int, lam: float = 1e-2) -> float:
+    """R² on rows ``split:`` of a ridge fit on rows ``:split`` (standardised features)."""
+    x, y = x.double(), y.double()
+    mu, sd = x[:split].mean(0), x[:split].std(0) + 1e-6
+    z = torch.cat([(x - mu) / sd, torch.ones(len(x), 1, dtype=x.dtype)], 1)  # [N, F + 1]
+    a = z[:split]
+    w = torch.linalg.solve(a.T @ a + lam * split * torch.eye(z.shape[1], dtype=x.dtype),
+                           a.T @ y[:split])  # fmt: skip
+    resid = z[split:] @ w - y[split:]
+    return float(1 - resid.pow(2).mean() / y[split:].var())
+
+
+def main() -> None:
+    from wmrl.agents.checkpoint import load_checkpoint
+    from wmrl.agents.dreamer import DreamerConfig, make_agent_env
+    from wmrl.agents.dreamer_figures import _as_model_input
+    from wmrl.agents.dreamer_modules import make_dreamer_nets
+    from wmrl.agents.envs import make_env
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+
+    state = load_checkpoint(args.run_dir / "checkpoint.pt")
+    c = DreamerConfig(**state["config"])
+    if not c.task.startswith("pendulum"):
+        raise SystemExit(f"needs a pendulum run, got task {c.task!r}")
+    obs_key = "pixels" if c.pixels else "observation"
+    probe_env = make_env(c.task, pixels=c.pixels, max_steps=c.max_steps, seed=0)
+    obs_dim = None if c.pixels else int(probe_env.observation_spec[obs_key].shape[-1])
+    nets = make_dreamer_nets(c.version, 1, obs_key, obs_dim, c.sizes(), actor_dist=c.actor_dist)
+    nets.load_state_dict(state["nets"])
+    policy = nets.policy
+    policy.action_noise = c.collection_noise()
+    S, H = policy.state_dim, policy.belief_dim
+    print(f"{args.run_dir}: {state['counters']['updates']} updates, "
+          f"{state['counters']['env_steps']} env steps")  # fmt: skip
+
+    def episodes(top: bool, actor) -> TensorDict:
+        env = make_agent_env(c.task, pixels=c.pixels, batch_size=[EPISODES],
+                             max_steps=c.max_steps, action_repeat=c.action_repeat,
+                             seed=args.seed, primer_sizes=(S, H, 1))  # fmt: skip
+        if top:
+            env.base_env.start_mean[1] = math.pi  # [θ̇, θ]: upright
+        torch.manual_seed(args.seed)
+        with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+            return env.rollout(c.max_steps // c.action_repeat, actor, break_when_any_done=False)
+
+    # 1. linear probes on the training policy's episodes
+    tr = episodes(False, policy)
+    feat = torch.cat([tr["next", "state"], tr["next", "belief"]], -1)  # [E, T, S + H]
+    theta_dot, theta = tr["true_state"].unbind(-1)  # [E, T] each
+    half = EPISODES // 2
+    T = feat.shape[1]
+    print("linear probes of the filtered latent (R² on held-out episodes):")
+    for name, y, x in [
+        ("cos θ", theta.cos(), feat),
+        ("sin θ", theta.sin(), feat),
+        ("θ̇", theta_dot, feat),
+        ("next reward", tr["next", "reward"][:, :-1, 0], feat[:, 1:]),
+    ]:
+        r2 = ridge_r2(x.flatten(0, 1), y.flatten(), split=half * x.shape[1])
+        print(f"  {name:12s} {r2:.3f}")
+    cost = -float(tr["next", "reward"].mean()) / c.action_repeat
+    print(f"  (training policy: cost per env step {cost:.3f}, "
+          f"mean |θ̇| {theta_dot.abs().mean():.2f} rad/s over {T} steps)")  # fmt: skip
+
+    # 2. open-loop rewards
+    def torque(scale: float) -> TensorDictModule:
+        def act(true_state: torch.Tensor) -> torch.Tensor:
+            return (scale * torch.randn(true_state.shape[0], 1)).clamp(-1, 1)
+
+        return TensorDictModule(act, in_keys=["true_state"], out_keys=["action"])
+
+    print(f"open-loop reward prediction ({CONTEXT} filtered steps, then {HORIZON} by the prior; "
+          "per agent step):")  # fmt: skip
+    print("  setting                          |err| per step  |err| of sum  spread of real sums")
+    for name, top, actor in [
+        ("training policy, from the bottom", False, policy),
+        ("zero torque, from the top", True, torque(0.0)),
+        ("random torque 0.3, from the top", True, torque(0.3)),
+    ]:
+        ep = episodes(top, actor)
+        obs = _as_model_input(nets, ep.get(obs_key))  # [E, L, *obs]
+        action = ep["action"]  # [E, L, 1]
+        seq = TensorDict({"state": torch.zeros(EPISODES, CONTEXT, S),
+                          "belief": torch.zeros(EPISODES, CONTEXT, H),
+                          "action": action[:, :CONTEXT],
+                          "next": {obs_key: obs[:, 1 : CONTEXT + 1]}},
+                         [EPISODES, CONTEXT])  # fmt: skip
+        with torch.no_grad():
+            post = nets.world_model(seq).get("next")
+            s, h = post["state"][:, -1], post["belief"][:, -1]
+            predicted = []
+            for t in range(CONTEXT, CONTEXT + HORIZON):
+                step = TensorDict({"state": s, "belief": h, "action": action[:, t]}, [EPISODES])
+                nxt = nets.imagination_env.step(step)["next"]
+                s, h = nxt["state"], nxt["belief"]
+                predicted.append(nxt["reward"][:, 0])
+        pred = torch.stack(predicted, 1)  # [E, HORIZON]
+        real = ep["next", "reward"][:, CONTEXT : CONTEXT + HORIZON, 0]  # [E, HORIZON]
+        step_err = (pred - real).abs().mean()
+        sum_err = (pred.sum(1) - real.sum(1)).abs().mean()
+        print(f"  {name:32s} {step_err:13.3f}  {sum_err:11.2f}  {real.sum(1).std():19.2f}")
+
+
+if __name__ == "__main__":
+    main()
