@@ -5,15 +5,16 @@ glibc's ``malloc`` serves every block above its mmap threshold (at most 32 MiB) 
 more than the trim threshold is free there. A training update on CPU allocates and frees the
 same large activations and gradients every time (a Dreamer update on 64x64 frames: about 0.9 GB
 in blocks of 10-100 MB), so each one is faulted in page by page and zero-filled by the kernel
-again: about 230,000 page faults and 0.5 s of system time per update of
-``benchmarks/dreamer_update.py`` (12% of it), and more for TorchRL's losses.
+again: about 220,000 page faults and 0.5 s of system time per one-thread update of
+``benchmarks/dreamer_update.py`` (12% of it), and 570,000 for TorchRL's losses.
 
 :func:`retain_freed_memory` tells glibc to serve large blocks from the heap and never to trim
-it, so a block freed in one update is reused by the next. The cost is resident memory: the
-process keeps its peak heap for the rest of its life (which a training loop reaches again every
-update anyway). It is a process-wide setting of the C library, so it is an application's choice:
-the ``wmrl dreamer`` command and the Dreamer benchmarks make it on CPU; a library call never
-does. Elsewhere (macOS, musl) it does nothing and says so.
+it, so a block freed in one update is reused by the next once the heap has grown to the loop's
+peak (after one or two updates). The cost is resident memory: the process keeps that heap for
+the rest of its life, and fragmentation makes it larger than the peak of live tensors (1.6 GB
+against 1.05 GB for the benchmark's update). It is a process-wide setting of the C library, so
+it is an application's choice: the ``wmrl dreamer`` command and ``benchmarks/dreamer_pixels.py``
+make it on CPU; a library call never does. Elsewhere (macOS, musl) it does nothing and says so.
 
     >>> from wmrl.cpu_memory import malloc_is_tunable, retain_freed_memory
     >>> malloc_is_tunable() in (True, False)  # True on Linux with glibc
