@@ -49,6 +49,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
     from torchrl.record.loggers.csv import CSVLogger
 
     from wmrl.agents.dreamer import Dreamer, DreamerConfig
+    from wmrl.agents.envs import make_env
     from wmrl.cli import write_dreamer_figures
 
     out = args.out / f"{task}-v{args.version}-seed{args.seed}"
@@ -72,13 +73,25 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
     if args.preset == "debug":  # the debug preset's own episode length and schedule
         for k in ("max_steps", "eval_every", "checkpoint_every", "train_ratio"):
             overrides.pop(k)
+    env_fn = None
+    if args.start_angle is not None:  # a diagnostic: the pendulum starts elsewhere, e.g. upright
+        if not task.startswith("pendulum"):
+            raise SystemExit("--start-angle is for the pendulum")
+        out = out.with_name(out.name + f"-start{args.start_angle:g}")
+
+        def env_fn(batch_size, seed):
+            env = make_env(task, pixels=True, batch_size=batch_size, max_steps=args.max_steps,
+                           action_repeat=args.action_repeat, seed=seed)  # fmt: skip
+            env.base_env.start_mean[1] = args.start_angle  # [θ̇, θ]
+            return env
+
     logger = CSVLogger(exp_name="log", log_dir=str(out))
     if args.resume and (out / "checkpoint.pt").exists():
-        agent = Dreamer.resume(out, logger=logger, **overrides)
+        agent = Dreamer.resume(out, logger=logger, env_fn=env_fn, **overrides)
     else:
         config = DreamerConfig.preset(args.preset, task=task, pixels=True, version=args.version,
                                       seed=args.seed, **overrides)  # fmt: skip
-        agent = Dreamer(config, out_dir=out, logger=logger)
+        agent = Dreamer(config, out_dir=out, logger=logger, env_fn=env_fn)
     agent.run()
     write_dreamer_figures(agent, out)
     records = [dataclasses.asdict(r) for r in agent.records]
@@ -165,6 +178,9 @@ def main() -> None:
                    help="adapt the entropy bonus towards this entropy per step (nats)")
     p.add_argument("--actor-dist", default=None, choices=["tanh_normal", "bounded_normal"],
                    help="the actor's distribution (default tanh_normal)")
+    p.add_argument("--start-angle", type=float, default=None,
+                   help="pendulum only, a diagnostic: mean start angle in radians (3.1416: "
+                        "upright; training and evaluation episodes both start there)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--threads", type=int, default=2)
