@@ -65,7 +65,8 @@ def malloc_is_tunable() -> bool:
 
 def retain_freed_memory(enabled: bool = True) -> bool:
     """Serve large blocks from the heap and keep freed memory (``enabled``), or restore glibc's
-    defaults (``enabled=False``).
+    default values (``enabled=False``; glibc's dynamic mmap threshold, which a ``mallopt`` call
+    switches off, stays off).
 
     Enabled: ``M_MMAP_MAX = 0`` (no block gets its own ``mmap``) and ``M_TRIM_THRESHOLD`` at its
     maximum (the heap is never given back), the settings ``MALLOC_MMAP_MAX_=0
