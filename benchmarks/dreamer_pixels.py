@@ -13,8 +13,7 @@ The built-in tasks run at ``dt = 0.1`` s with 100-step (10 s) episodes and no ac
 to at most half of the random policy's within the run.
 
 Outputs in ``--out``: one run directory per task (checkpoint, replay, CSV log, figures from
-:func:`wmrl.cli.write_dreamer_figures`), ``<task>-v<version>-seed<seed>.json`` (records and
-summary) and
+:func:`wmrl.cli.write_dreamer_figures`), ``<run directory>.json`` (records and summary) and
 ``summary.md`` (a table for docs/benchmarks_dreamer_agent.md).
 
 Usage::
@@ -75,8 +74,6 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
             overrides.pop(k)
     env_fn = None
     if args.start_angle is not None:  # a diagnostic: the pendulum starts elsewhere, e.g. upright
-        if not task.startswith("pendulum"):
-            raise SystemExit("--start-angle is for the pendulum")
         out = out.with_name(out.name + f"-start{args.start_angle:g}")
 
         def env_fn(batch_size, seed):
@@ -119,7 +116,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         "entropy_target": agent.config.entropy_target,
         "final_entropy_weight": agent.objective.entropy_weight,
     }
-    (args.out / f"{task}-v{args.version}-seed{args.seed}.json").write_text(
+    (args.out / f"{out.name}.json").write_text(
         json.dumps({"summary": summary, "records": records, "config": dataclasses.asdict(
             agent.config)}, indent=1)  # fmt: skip
     )
@@ -190,6 +187,8 @@ def main() -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, default=Path("runs/bench-dreamer"))
     args = p.parse_args()
+    if args.start_angle is not None and not all(t.startswith("pendulum") for t in args.tasks):
+        p.error("--start-angle is for the pendulum: give --tasks pendulum-swingup")
     torch.set_num_threads(args.threads)
     on_cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
     if on_cpu and not args.release_memory:
