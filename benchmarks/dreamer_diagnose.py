@@ -67,7 +67,9 @@ def main() -> None:
     obs_key = "pixels" if c.pixels else "observation"
     probe_env = make_env(c.task, pixels=c.pixels, max_steps=c.max_steps, seed=0)
     obs_dim = None if c.pixels else int(probe_env.observation_spec[obs_key].shape[-1])
-    nets = make_dreamer_nets(c.version, 1, obs_key, obs_dim, c.sizes(), actor_dist=c.actor_dist)
+    nets = make_dreamer_nets(c.version, 1, obs_key,
+                             None if obs_dim is None else obs_dim * c.frame_stack, c.sizes(),
+                             actor_dist=c.actor_dist, image_channels=3 * c.frame_stack)
     nets.load_state_dict(state["nets"])
     policy = nets.policy
     policy.action_noise = c.collection_noise()
@@ -78,7 +80,8 @@ def main() -> None:
     def episodes(top: bool, actor) -> TensorDict:
         env = make_agent_env(c.task, pixels=c.pixels, batch_size=[EPISODES],
                              max_steps=c.max_steps, action_repeat=c.action_repeat,
-                             seed=args.seed, primer_sizes=(S, H, 1))  # fmt: skip
+                             seed=args.seed, primer_sizes=(S, H, 1),
+                             frame_stack=c.frame_stack)  # fmt: skip
         if top:
             env.base_env.start_mean[1] = math.pi  # [θ̇, θ]: upright
         torch.manual_seed(args.seed)

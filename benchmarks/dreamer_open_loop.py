@@ -27,7 +27,7 @@ def main() -> None:
     from wmrl.agents.dreamer import DreamerConfig
     from wmrl.agents.dreamer_figures import open_loop_prediction, plot_video_prediction
     from wmrl.agents.dreamer_modules import make_dreamer_nets
-    from wmrl.agents.envs import make_env
+    from wmrl.agents.envs import make_env, stack_observations
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path)
@@ -44,13 +44,16 @@ def main() -> None:
         raise SystemExit("the run does not observe pixels")
     env = make_env(c.task, pixels=True, max_steps=c.max_steps, action_repeat=c.action_repeat,
                    seed=args.seed)  # fmt: skip
+    env = stack_observations(env, "pixels", c.frame_stack)
     action_dim = int(env.action_spec.shape[-1])
-    nets = make_dreamer_nets(c.version, action_dim, "pixels", None, c.sizes())
+    nets = make_dreamer_nets(c.version, action_dim, "pixels", None, c.sizes(),
+                             image_channels=3 * c.frame_stack)  # fmt: skip
     nets.load_state_dict(state["nets"])
     torch.manual_seed(args.seed)
     episode = env.rollout(args.context + args.horizon + 1).select("pixels", "action")
     with torch.no_grad():
-        real, pred = open_loop_prediction(nets, episode, args.context, args.horizon)  # [L, 3, H, W]
+        real, pred = open_loop_prediction(nets, episode, args.context, args.horizon)  # [L, 3k, ..]
+    real, pred = real[:, -3:], pred[:, -3:]  # the newest frame of each stack
     per_frame = ((real - pred) ** 2).sum((1, 2, 3))  # [L]
     mean_frame = real.mean(0, keepdim=True)  # [1, 3, H, W]
     moving = ((real - mean_frame).abs().sum(1, keepdim=True) > 0.1).float()  # [L, 1, H, W]

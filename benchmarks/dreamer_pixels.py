@@ -34,6 +34,7 @@ Timings taken while other processes share the CPU are not comparable; run on a q
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import platform
@@ -42,6 +43,21 @@ import time
 from pathlib import Path
 
 import torch
+
+
+def field_value(text: str) -> tuple[str, object]:
+    """``"FIELD=VALUE"`` to ``(FIELD, VALUE)``, the value read as a Python literal where it is one.
+
+    >>> field_value("model_lr=3e-4"), field_value("actor_dist=bounded_normal")
+    (('model_lr', 0.0003), ('actor_dist', 'bounded_normal'))
+    """
+    field, sep, value = text.partition("=")
+    if not sep or not field:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    try:
+        return field, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return field, value
 
 
 def run_task(task: str, args: argparse.Namespace) -> dict:
@@ -69,6 +85,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
     for k in ("exploration_bonus", "action_noise", "entropy_bonus", "actor_dist", "entropy_target"):
         if getattr(args, k) is not None:
             overrides[k] = getattr(args, k)
+    overrides.update(args.set)  # further DreamerConfig fields, given or switched on resume
     if args.preset == "debug":  # the debug preset's own episode length and schedule
         for k in ("max_steps", "eval_every", "checkpoint_every", "train_ratio"):
             overrides.pop(k)
@@ -178,6 +195,8 @@ def main() -> None:
     p.add_argument("--start-angle", type=float, default=None,
                    help="pendulum only, a diagnostic: mean start angle in radians (3.1416: "
                         "upright; training and evaluation episodes both start there)")
+    p.add_argument("--set", nargs="*", default=[], type=field_value, metavar="FIELD=VALUE",
+                   help="further DreamerConfig fields, e.g. model_lr=3e-4")  # fmt: skip
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--threads", type=int, default=2)

@@ -12,7 +12,9 @@ the task's ``-cost`` (evaluation stays on the task's cost); ``--exploration-bonu
 ensemble-disagreement bonus (``wmrl.agents.exploration``), ``--action-noise`` Gaussian noise on
 the collected actions; ``--action-repeat``, ``--horizon`` and ``--train-ratio`` change those
 settings; ``--start-angle`` moves the mean start angle (``π``: upright, so the run asks only
-whether the agent learns to hold the pendulum there, not whether it finds the top).
+whether the agent learns to hold the pendulum there, not whether it finds the top);
+``--hide-velocity`` observes ``[sin θ, cos θ]`` only, so the agent, as from pixels, has to infer
+``θ̇`` through its recurrent state.
 
     .venv/bin/python benchmarks/dreamer_states.py --version 3 --minutes 20
     .venv/bin/python benchmarks/dreamer_states.py --version 3 --exploration-bonus 1 --minutes 20
@@ -26,7 +28,8 @@ import ast
 import time
 
 import torch
-from torchrl.envs import Transform
+from torchrl.data import Unbounded
+from torchrl.envs import ObservationTransform, Transform
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 TASK = "pendulum-swingup"
@@ -45,6 +48,27 @@ class DenseSwingUpReward(Transform):
 
     def forward(self, tensordict):
         return tensordict
+
+
+class HideVelocity(ObservationTransform):
+    """Drop ``θ̇`` from ``[θ̇, sin θ, cos θ]``: the agent sees the angle only, as in a frame, and
+    has to infer the velocity through its recurrent state."""
+
+    def __init__(self) -> None:
+        super().__init__(in_keys=["observation"], out_keys=["observation"])
+
+    def _apply_transform(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs[..., 1:]  # [*B, 2]
+
+    def _reset(self, tensordict, tensordict_reset):
+        return self._call(tensordict_reset)
+
+    def transform_observation_spec(self, observation_spec):
+        spec = observation_spec["observation"]
+        observation_spec["observation"] = Unbounded(
+            (*spec.shape[:-1], spec.shape[-1] - 1), dtype=spec.dtype, device=spec.device
+        )
+        return observation_spec
 
 
 def _value(text: str):
@@ -72,6 +96,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start-angle", type=float, default=0.0,
                    help="mean start angle in radians (0 hanging, 3.1416 upright)")  # fmt: skip
+    p.add_argument("--hide-velocity", action="store_true",
+                   help="observe [sin θ, cos θ] only (the velocity inferred, as from a frame)")
     p.add_argument("--minutes", type=float, default=20.0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -86,6 +112,8 @@ def main() -> None:
         env = make_env(TASK, pixels=False, batch_size=batch_size, max_steps=100,
                        action_repeat=ar, seed=seed)  # fmt: skip
         env.base_env.start_mean[1] = args.start_angle  # [θ̇, θ]
+        if args.hide_velocity:
+            env.append_transform(HideVelocity())
         return env
 
     def env_fn(batch_size, seed):  # the training environment: the task, maybe reshaped
@@ -106,7 +134,8 @@ def main() -> None:
     agent = Dreamer(cfg, env_fn=env_fn)
     L = 100 // ar
     evaluation = wrap_agent_env(task_env, [5], seed=123, episode_len=L,
-                                primer_sizes=agent._primer_sizes)  # fmt: skip
+                                primer_sizes=agent._primer_sizes,
+                                frame_stack=cfg.frame_stack)  # fmt: skip
 
     def evaluate() -> tuple[float, float]:
         with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):

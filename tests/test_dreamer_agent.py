@@ -553,6 +553,54 @@ def test_agent_runs_on_a_user_environment_with_float_frames():
     assert [r.policy for r in agent.records] == ["random", "agent"]
 
 
+def test_stacked_observations_oldest_first_padded_at_reset_in_any_layout():
+    from torchrl.envs import ToTensorImage
+
+    from wmrl.agents.envs import stack_observations
+
+    env = stack_observations(make_env("pendulum-swingup", pixels=False, batch_size=[2],
+                                      max_steps=4), "observation", 3)  # fmt: skip
+    traj = env.rollout(4)
+    obs = traj["observation"]  # [2, 4, 9]: three [θ̇, sin θ, cos θ], oldest first
+    assert obs.shape == (2, 4, 9)
+    assert torch.equal(obs[:, 0, :3], obs[:, 0, 6:]) and torch.equal(obs[:, 0, 3:6], obs[:, 0, 6:])
+    assert torch.equal(obs[:, 2, :3], obs[:, 0, 6:]) and torch.equal(obs[:, 2, 3:6], obs[:, 1, 6:])
+    assert torch.equal(traj["next", "observation"][:, :-1], obs[:, 1:])
+    again = env.reset()["observation"]  # a new episode does not see the last one's
+    assert torch.equal(again[:, :3], again[:, 6:])
+
+    chw = make_env("pendulum-swingup", pixels=True, max_steps=4)
+    chw.append_transform(ToTensorImage(in_keys=["pixels"]))
+    frames = stack_observations(chw, "pixels", 2).rollout(3)["pixels"]  # float [3, 6, 64, 64]
+    assert frames.shape == (3, 6, 64, 64) and torch.equal(frames[1, :3], frames[0, 3:])
+    base = make_env("pendulum-swingup", pixels=True, max_steps=4)
+    assert stack_observations(base, "pixels", 1) is base
+    with pytest.raises(ValueError, match="frames must be >= 1"):
+        stack_observations(base, "pixels", 0)
+
+
+@pytest.mark.parametrize("version", [1, 3])
+def test_agent_with_stacked_frames_sees_and_reconstructs_them_and_resumes(tmp_path, version):
+    cfg = _cfg(pixels=True, version=version, env_steps=36, frame_stack=2)
+    agent = Dreamer(cfg, out_dir=tmp_path)
+    agent.run()
+    frames = agent.replay.buffer.storage[:12]["pixels"]  # one episode, uint8 [12, 64, 64, 6]
+    assert frames.shape == (12, 64, 64, 6)
+    assert torch.equal(frames[1:, ..., :3], frames[:-1, ..., 3:])  # the previous frame first
+    assert agent.nets.parts["encoder"].in_channels == 6
+    batch = agent.replay.sample()  # [B, T]
+    S, H = agent.nets.policy.state_dim, agent.nets.policy.belief_dim
+    seq = batch.select("action", ("next", "pixels")).update(
+        {"state": torch.zeros(*batch.shape, S), "belief": torch.zeros(*batch.shape, H)})
+    with torch.no_grad():
+        out = agent.nets.world_model(seq)
+    assert out["next", "reco_pixels"].shape == batch["next", "pixels"].shape  # [B, T, 6, 64, 64]
+    agent.close()
+    resumed = Dreamer.resume(tmp_path)
+    assert resumed.config.frame_stack == 2 and resumed.env_steps == 36
+    _assert_same(_flat_state(resumed), _flat_state(agent))
+
+
 def test_train_ratio_sets_the_number_of_updates():
     # 12-step episodes, batches of 2 x 8 = 16 replayed steps: ratio 16 -> 12 updates per episode
     agent = Dreamer(_cfg(state_dim=2, env_steps=36, pretrain_updates=3, train_ratio=16.0,
@@ -614,6 +662,8 @@ def test_config_validation():
         _cfg(entropy_lr=0.0).validate()
     with pytest.raises(ValueError, match="entropy_target"):
         _cfg(entropy_target=math.inf).validate()
+    with pytest.raises(ValueError, match="frame_stack"):
+        _cfg(frame_stack=0).validate()
 
 
 def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys, monkeypatch):

@@ -160,6 +160,8 @@ def _add_dreamer_parser(sub) -> None:
                    help="replayed steps per collected step")  # fmt: skip
     p.add_argument("--max-steps", type=int, default=None, help="episode length (env steps)")
     p.add_argument("--action-repeat", type=int, default=None)
+    p.add_argument("--frame-stack", type=int, default=None,
+                   help="observations seen at once, stacked along the channels (default 1)")
     p.add_argument("--exploration-bonus", type=float, default=None,
                    help="weight of the ensemble-disagreement bonus (Plan2Explore; 0: off)")
     p.add_argument("--action-noise", type=float, default=None,
@@ -203,7 +205,8 @@ def _dreamer(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / f"dreamer-{args.task.replace(':', '-')}-seed{args.seed}"
-    names = ("env_steps", "max_wall_s", "train_ratio", "max_steps", "action_repeat", "num_envs",
+    names = ("env_steps", "max_wall_s", "train_ratio", "max_steps", "action_repeat",
+             "frame_stack", "num_envs",
              "collector_workers", "eval_every", "eval_episodes", "checkpoint_every",
              "precision", "device", "exploration_bonus", "action_noise", "entropy_bonus",
              "entropy_target",

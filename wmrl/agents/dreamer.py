@@ -70,7 +70,7 @@ from wmrl.agents.distributed import (
 )
 from wmrl.agents.dreamer_modules import DreamerNets, DreamerSizes, make_dreamer_nets
 from wmrl.agents.dreamer_objective import ACTOR_DISTS, ACTOR_GRADIENTS, DreamerObjective
-from wmrl.agents.envs import episode_length, make_env
+from wmrl.agents.envs import episode_length, make_env, stack_observations
 from wmrl.agents.exploration import DisagreementEnsemble
 from wmrl.agents.replay import SequenceReplay
 from wmrl.rssm import DreamerModelLoss, DreamerV3ModelLoss, DreamerV3ValueLoss, DreamerValueLoss
@@ -92,6 +92,10 @@ class DreamerConfig(DreamerSizes):
         seed: seeds the networks, the environments and every iteration.
         max_steps: episode length in environment steps (built-in tasks, ``dt = 0.1`` s).
         action_repeat: environment steps per action.
+        frame_stack: observations the agent sees at once, the last ``k`` agent steps'
+            concatenated along the channels (:func:`~wmrl.agents.envs.stack_observations`;
+            1: off, Dreamer's setting). Its encoder then reads a velocity off one observation
+            and its decoder reconstructs all ``k``.
         num_envs: environments stepped together per collector process (built-in tasks).
         collector_workers: collector processes (``> 1``: TorchRL's ``MultiSyncCollector``).
         env_steps: budget in environment steps (including repeats).
@@ -160,6 +164,7 @@ class DreamerConfig(DreamerSizes):
     seed: int = 0
     max_steps: int = 100
     action_repeat: int = 1
+    frame_stack: int = 1
     num_envs: int = 1
     collector_workers: int = 1
     env_steps: int = 100_000
@@ -277,8 +282,8 @@ class DreamerConfig(DreamerSizes):
             raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-        positive = ("num_envs", "collector_workers", "batch_size", "seq_len", "horizon",
-                    "eval_episodes", "eval_every", "env_steps")  # fmt: skip
+        positive = ("frame_stack", "num_envs", "collector_workers", "batch_size", "seq_len",
+                    "horizon", "eval_episodes", "eval_every", "env_steps")  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -346,9 +351,11 @@ def make_agent_env(
     seed: int,
     primer_sizes: tuple[int, int, int],
     device: str = "cpu",
+    frame_stack: int = 1,
 ) -> TransformedEnv:
     """:func:`~wmrl.agents.envs.make_env` plus the zero-at-reset recurrent entries of the
-    agent's policy (``state``, ``belief``, ``prev_action`` of sizes ``primer_sizes``).
+    agent's policy (``state``, ``belief``, ``prev_action`` of sizes ``primer_sizes``), with
+    the last ``frame_stack`` observations stacked (:func:`~wmrl.agents.envs.stack_observations`).
 
     >>> env = make_agent_env("pendulum-swingup", pixels=False, batch_size=[2], max_steps=12,
     ...                      action_repeat=1, seed=0, primer_sizes=(4, 8, 1))
@@ -360,6 +367,7 @@ def make_agent_env(
     """
     env = make_env(task, pixels=pixels, batch_size=batch_size, max_steps=max_steps,
                    action_repeat=action_repeat, seed=seed, device=device)  # fmt: skip
+    stack_observations(env, "pixels" if pixels else "observation", frame_stack)
     env.append_transform(_primer(primer_sizes))
     return env
 
@@ -377,9 +385,13 @@ def wrap_agent_env(
     *,
     episode_len: int,
     primer_sizes: tuple[int, int, int],
+    obs_key: str = "observation",
+    frame_stack: int = 1,
 ) -> TransformedEnv:
     """A user's environment ``env_fn(batch_size, seed)`` for the agent: episodes truncated at
-    ``episode_len`` steps (TorchRL's ``StepCounter``) and the policy's recurrent entries.
+    ``episode_len`` steps (TorchRL's ``StepCounter``), the last ``frame_stack`` observations
+    ``obs_key`` stacked (:func:`~wmrl.agents.envs.stack_observations`) and the policy's
+    recurrent entries.
 
     >>> def env_fn(batch_size, seed):  # any TorchRL env with actions in [-1, 1]
     ...     return make_env("pendulum-swingup", pixels=False, batch_size=batch_size,
@@ -393,6 +405,7 @@ def wrap_agent_env(
     if not isinstance(env, TransformedEnv):
         env = TransformedEnv(env)
     env.append_transform(StepCounter(max_steps=episode_len))
+    stack_observations(env, obs_key, frame_stack)
     env.append_transform(_primer(primer_sizes))
     return env
 
@@ -460,8 +473,9 @@ class Dreamer:
 
         torch.manual_seed(c.seed)  # the same initial networks on every rank
         self.nets: DreamerNets = make_dreamer_nets(
-            c.version, self.action_dim, self.obs_key, obs_dim, c.sizes(), device=self.device,
-            actor_dist=c.actor_dist,
+            c.version, self.action_dim, self.obs_key,
+            None if obs_dim is None else obs_dim * c.frame_stack, c.sizes(),
+            device=self.device, actor_dist=c.actor_dist, image_channels=3 * c.frame_stack,
         )
         self.nets.policy.action_noise = c.collection_noise()
         self.exploration: DisagreementEnsemble | None = None
@@ -563,11 +577,12 @@ class Dreamer:
         c = self.config
         if self.user_env_fn is not None:
             return partial(wrap_agent_env, self.user_env_fn, batch_size, seed,
-                           episode_len=self.episode_len, primer_sizes=self._primer_sizes)
+                           episode_len=self.episode_len, primer_sizes=self._primer_sizes,
+                           obs_key=self.obs_key, frame_stack=c.frame_stack)  # fmt: skip
         return partial(
             make_agent_env, c.task, pixels=c.pixels, batch_size=batch_size,
             max_steps=c.max_steps, action_repeat=c.action_repeat, seed=seed,
-            primer_sizes=self._primer_sizes,
+            primer_sizes=self._primer_sizes, frame_stack=c.frame_stack,
         )  # fmt: skip
 
     def _prefill_steps(self) -> int:

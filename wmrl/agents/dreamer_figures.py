@@ -147,7 +147,9 @@ def open_loop_prediction(
 
 
 def _to_frames(x: torch.Tensor) -> torch.Tensor:
-    """``float [N, 3, H, W]`` in ``[0, 1]`` to ``uint8 [N, H, W, 3]``."""
+    """``float [N, 3 k, H, W]`` in ``[0, 1]`` to ``uint8 [N, H, W, 3]``: the newest of ``k``
+    stacked frames."""
+    x = x[:, -3:]  # [N, 3, H, W]
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)  # [N, H, W, 3]
 
 
@@ -157,7 +159,8 @@ def plot_video_prediction(
     """Two rows of frames, real (top) and model (bottom), from :func:`open_loop_prediction`.
 
     Args:
-        real, predicted: ``float [N, 3, H, W]`` in ``[0, 1]``.
+        real, predicted: ``float [N, 3, H, W]`` in ``[0, 1]`` (or ``[N, 3 k, H, W]``, ``k``
+            stacked frames, of which the newest is drawn).
         path: the PNG to write.
         context: filtered frames; the open-loop ones after them are framed in red.
         title: the figure's title.

@@ -344,9 +344,12 @@ class CentredDecoder(nn.Module):
         return self.decoder(state, belief) + 0.5
 
 
-def _conv_nets(sizes: DreamerSizes, latent: int, device: torch.device | str | None):
-    encoder = ObsEncoder(sizes.channels, device=device)
-    decoder = ObsDecoder(sizes.channels, latent_dim=latent, device=device)
+def _conv_nets(
+    sizes: DreamerSizes, latent: int, device: torch.device | str | None, image_channels: int
+):
+    encoder = ObsEncoder(sizes.channels, in_channels=image_channels, device=device)
+    decoder = ObsDecoder(sizes.channels, latent_dim=latent, out_channels=image_channels,
+                         device=device)  # fmt: skip
     return encoder, decoder, encoder.output_dim(64)
 
 
@@ -366,6 +369,7 @@ def make_dreamer_nets(
     sizes: DreamerSizes | None = None,
     device: torch.device | str | None = None,
     actor_dist: str = "tanh_normal",
+    image_channels: int = 3,
 ) -> DreamerNets:
     """Build and wire the Dreamer (``version=1``) or DreamerV3 (``version=3``) networks.
 
@@ -381,6 +385,8 @@ def make_dreamer_nets(
             ``biased_softplus`` from 5 for v1, from 1 with minimum 0.1 for v3) or
             ``"bounded_normal"`` (DreamerV3's :class:`~wmrl.rssm.actor.BoundedNormalSample`,
             scale in ``[0.1, 1]``).
+        image_channels: channels of the pixel observations (3: RGB; ``3 k`` for ``k`` stacked
+            frames, :func:`~wmrl.agents.envs.stack_observations`).
 
     Example:
         >>> nets = make_dreamer_nets(3, 1, "observation", obs_dim=3, sizes=DreamerSizes(
@@ -406,7 +412,7 @@ def make_dreamer_nets(
     S = sizes.state_dim if version == 1 else sizes.num_categoricals * sizes.num_classes
     latent = S + H
     if pixels:
-        encoder, decoder, embed = _conv_nets(sizes, latent, device)
+        encoder, decoder, embed = _conv_nets(sizes, latent, device, image_channels)
         # centred frames inside the world model; the parts keep the plain networks
         encode: nn.Module = CentredEncoder(encoder)
         decode_obs: nn.Module = CentredDecoder(decoder)

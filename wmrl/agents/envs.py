@@ -27,6 +27,7 @@ import torch
 from torchrl.data import Unbounded
 from torchrl.envs import (
     ActionScaling,
+    CatFrames,
     CatTensors,
     DoubleToFloat,
     EnvBase,
@@ -36,7 +37,14 @@ from torchrl.envs import (
     TransformedEnv,
 )
 
-__all__ = ["AngleFeatures", "RepeatAction", "make_env", "episode_length", "BUILTIN_TASKS"]
+__all__ = [
+    "AngleFeatures",
+    "RepeatAction",
+    "make_env",
+    "stack_observations",
+    "episode_length",
+    "BUILTIN_TASKS",
+]
 
 #: built-in task names (``"dmc:<domain>-<task>"`` selects a dm_control task)
 BUILTIN_TASKS = ("cartpole-swingup", "pendulum-swingup")
@@ -245,6 +253,45 @@ def make_env(
     env.append_transform(ActionScaling())
     if action_repeat > 1:  # first, so it sees the base environment's action and output
         env.insert_transform(0, RepeatAction(action_repeat))
+    return env
+
+
+def stack_observations(env: EnvBase, obs_key: str, frames: int) -> EnvBase:
+    """Observe the last ``frames`` observations at once, concatenated along the channels.
+
+    TorchRL's ``CatFrames`` on ``obs_key``: ``uint8`` frames ``[*B, H, W, 3]`` become
+    ``[*B, H, W, 3 k]``, float frames ``[*B, 3, H, W]`` become ``[*B, 3 k, H, W]`` and vectors
+    ``[*B, D]`` become ``[*B, k D]``, oldest first; at a reset the first observation fills the
+    stack. Velocities then become a function of one observation (a difference of frames) instead
+    of something the RSSM has to infer through its recurrent state. ``frames = 1`` returns
+    ``env`` unchanged.
+
+    Args:
+        env: the environment (a ``TransformedEnv`` is extended, any other is wrapped).
+        obs_key: the observation entry (``"pixels"`` or ``"observation"``).
+        frames: ``k >= 1``.
+
+    Example: two pendulum frames, the first repeated after the reset.
+
+    >>> env = stack_observations(make_env("pendulum-swingup", pixels=True, max_steps=4),
+    ...                          "pixels", 2)
+    >>> td = env.rollout(3)
+    >>> td["pixels"].shape
+    torch.Size([3, 64, 64, 6])
+    >>> torch.equal(td["pixels"][0, ..., :3], td["pixels"][0, ..., 3:])  # reset: padded
+    True
+    >>> torch.equal(td["pixels"][1, ..., :3], td["pixels"][0, ..., 3:])  # oldest first
+    True
+    """
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    if frames == 1:
+        return env
+    if not isinstance(env, TransformedEnv):
+        env = TransformedEnv(env)
+    spec = env.observation_spec[obs_key]
+    channel_dim = -3 if obs_key == "pixels" and spec.dtype.is_floating_point else -1
+    env.append_transform(CatFrames(N=frames, dim=channel_dim, in_keys=[obs_key]))
     return env
 
 
