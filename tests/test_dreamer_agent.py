@@ -664,6 +664,14 @@ def test_config_validation():
         _cfg(entropy_target=math.inf).validate()
     with pytest.raises(ValueError, match="frame_stack"):
         _cfg(frame_stack=0).validate()
+    with pytest.raises(ValueError, match="free_bits"):
+        _cfg(free_bits=-0.1).validate()
+
+
+def test_kl_floors_reach_the_model_losses():
+    assert Dreamer(_cfg(version=3)).model_loss.free_bits == 1.0  # the paper's
+    assert Dreamer(_cfg(version=3, free_bits=0.1)).model_loss.free_bits == 0.1
+    assert Dreamer(_cfg(version=1, free_nats=2.0)).model_loss.free_nats == 2.0
 
 
 def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys, monkeypatch):

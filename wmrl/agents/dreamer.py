@@ -113,7 +113,8 @@ class DreamerConfig(DreamerSizes):
             1e-4, 3e-5, 3e-5 for v3).
         grad_clip: gradient-norm clipping of every optimiser.
         gamma, lmbda: discount and lambda of the returns.
-        free_nats: KL floor (v1; v3 uses one free bit).
+        free_nats: KL floor of the Dreamer v1 loss, in nats (the whole latent's KL, averaged).
+        free_bits: KL floor of the DreamerV3 loss, in nats, per time step (1 in the paper).
         entropy_bonus: ``η`` of the actor's entropy bonus (``None``: 3e-4 for v3, as DreamerV3,
             0 for v1, which has none).
         entropy_target: adapt ``η`` so that the imagined policy's mean entropy per step
@@ -183,6 +184,7 @@ class DreamerConfig(DreamerSizes):
     gamma: float = 0.99
     lmbda: float = 0.95
     free_nats: float = 3.0
+    free_bits: float = 1.0
     entropy_bonus: float | None = None
     entropy_target: float | None = None
     entropy_lr: float = 0.01
@@ -299,6 +301,9 @@ class DreamerConfig(DreamerSizes):
             raise ValueError(f"actor_dist must be one of {ACTOR_DISTS}, got {self.actor_dist!r}")
         if self.entropy_bonus is not None and self.entropy_bonus < 0:
             raise ValueError(f"entropy_bonus must be >= 0, got {self.entropy_bonus}")
+        if self.free_nats < 0 or self.free_bits < 0:
+            raise ValueError(f"free_nats and free_bits must be >= 0, got {self.free_nats}, "
+                             f"{self.free_bits}")  # fmt: skip
         if self.entropy_lr <= 0:
             raise ValueError(f"entropy_lr must be > 0, got {self.entropy_lr}")
         if self.entropy_target is not None and not math.isfinite(self.entropy_target):
@@ -514,7 +519,8 @@ class Dreamer:
         v3 = c.version == 3
         if v3:
             self.model_loss: Any = DreamerV3ModelLoss(
-                nets.world_model, reco_symlog=not c.pixels, num_reward_bins=c.num_bins
+                nets.world_model, reco_symlog=not c.pixels, num_reward_bins=c.num_bins,
+                free_bits=c.free_bits,
             )
             self.value_loss: Any = DreamerV3ValueLoss(
                 nets.value, value_loss="two_hot", gamma=c.gamma, num_value_bins=c.num_bins
