@@ -51,7 +51,6 @@ def main() -> None:
     from wmrl.agents.checkpoint import load_checkpoint
     from wmrl.agents.dreamer import DreamerConfig, make_agent_env
     from wmrl.agents.dreamer_figures import _as_model_input
-    from wmrl.agents.dreamer_modules import make_dreamer_nets
     from wmrl.agents.envs import make_env
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -67,9 +66,7 @@ def main() -> None:
     obs_key = "pixels" if c.pixels else "observation"
     probe_env = make_env(c.task, pixels=c.pixels, max_steps=c.max_steps, seed=0)
     obs_dim = None if c.pixels else int(probe_env.observation_spec[obs_key].shape[-1])
-    nets = make_dreamer_nets(c.version, 1, obs_key,
-                             None if obs_dim is None else obs_dim * c.frame_stack, c.sizes(),
-                             actor_dist=c.actor_dist, image_channels=3 * c.frame_stack)
+    nets = c.make_nets(1, obs_dim)
     nets.load_state_dict(state["nets"])
     policy = nets.policy
     policy.action_noise = c.collection_noise()

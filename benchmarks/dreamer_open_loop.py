@@ -26,7 +26,6 @@ def main() -> None:
     from wmrl.agents.checkpoint import load_checkpoint
     from wmrl.agents.dreamer import DreamerConfig
     from wmrl.agents.dreamer_figures import open_loop_prediction, plot_video_prediction
-    from wmrl.agents.dreamer_modules import make_dreamer_nets
     from wmrl.agents.envs import make_env, stack_observations
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -46,8 +45,7 @@ def main() -> None:
                    seed=args.seed)  # fmt: skip
     env = stack_observations(env, "pixels", c.frame_stack)
     action_dim = int(env.action_spec.shape[-1])
-    nets = make_dreamer_nets(c.version, action_dim, "pixels", None, c.sizes(),
-                             image_channels=3 * c.frame_stack)  # fmt: skip
+    nets = c.make_nets(action_dim)
     nets.load_state_dict(state["nets"])
     torch.manual_seed(args.seed)
     episode = env.rollout(args.context + args.horizon + 1).select("pixels", "action")

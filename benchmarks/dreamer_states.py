@@ -24,7 +24,6 @@ whether the agent learns to hold the pendulum there, not whether it finds the to
 from __future__ import annotations
 
 import argparse
-import ast
 import time
 
 import torch
@@ -71,15 +70,9 @@ class HideVelocity(ObservationTransform):
         return observation_spec
 
 
-def _value(text: str):
-    """A Python literal, or the text itself (``actor_gradient=reinforce``)."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
 def main() -> None:
+    from dreamer_pixels import field_value  # the sibling script's FIELD=VALUE parser
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--version", type=int, default=3, choices=[1, 3])
     p.add_argument("--reward", default="task", choices=["task", "shaped"])
@@ -87,7 +80,7 @@ def main() -> None:
     p.add_argument("--action-noise", type=float, default=None)
     p.add_argument("--horizon", type=int, default=15)
     p.add_argument("--train-ratio", type=float, default=256.0)
-    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+    p.add_argument("--set", nargs="*", default=[], type=field_value, metavar="FIELD=VALUE",
                    help="further DreamerConfig fields, e.g. num_bins=255")  # fmt: skip
     p.add_argument("--action-repeat", type=int, default=2)
     p.add_argument("--actor-lr", type=float, default=None)
@@ -129,7 +122,7 @@ def main() -> None:
         model_lr=args.model_lr, exploration_bonus=args.exploration_bonus, progress=False,
         action_noise=args.action_noise, horizon=args.horizon,
         precision="fp32", device="cpu",
-        **{k: _value(v) for k, v in (kv.split("=", 1) for kv in args.set)},
+        **dict(args.set),
     )  # fmt: skip
     agent = Dreamer(cfg, env_fn=env_fn)
     L = 100 // ar

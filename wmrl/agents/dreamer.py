@@ -236,6 +236,24 @@ class DreamerConfig(DreamerSizes):
         fields = {f.name for f in dataclasses.fields(DreamerSizes)}
         return DreamerSizes(**{k: v for k, v in dataclasses.asdict(self).items() if k in fields})
 
+    def make_nets(
+        self, action_dim: int, obs_dim: int | None = None, device: Any = None
+    ) -> DreamerNets:
+        """This run's networks (:func:`~wmrl.agents.dreamer_modules.make_dreamer_nets`) for
+        actions of ``action_dim`` and, with vector observations, ``obs_dim`` entries per
+        observation; the encoder and decoder take ``frame_stack`` of them (``3 k`` channels of
+        pixels or ``k obs_dim`` entries).
+
+        >>> nets = DreamerConfig.preset("debug", frame_stack=2).make_nets(1, obs_dim=3)
+        >>> nets.parts["decoder"](torch.zeros(8), torch.zeros(4)).shape  # two observations
+        torch.Size([6])
+        """
+        return make_dreamer_nets(
+            self.version, action_dim, "pixels" if self.pixels else "observation",
+            None if obs_dim is None else obs_dim * self.frame_stack, self.sizes(),
+            device=device, actor_dist=self.actor_dist, image_channels=3 * self.frame_stack,
+        )  # fmt: skip
+
     def collection_noise(self) -> float:
         """``σ`` of the collection noise, the version's default where ``None``.
 
@@ -477,11 +495,7 @@ class Dreamer:
         probe.close()
 
         torch.manual_seed(c.seed)  # the same initial networks on every rank
-        self.nets: DreamerNets = make_dreamer_nets(
-            c.version, self.action_dim, self.obs_key,
-            None if obs_dim is None else obs_dim * c.frame_stack, c.sizes(),
-            device=self.device, actor_dist=c.actor_dist, image_channels=3 * c.frame_stack,
-        )
+        self.nets: DreamerNets = c.make_nets(self.action_dim, obs_dim, device=self.device)
         self.nets.policy.action_noise = c.collection_noise()
         self.exploration: DisagreementEnsemble | None = None
         if c.exploration_bonus > 0:  # sizes read off the built networks
