@@ -469,6 +469,19 @@ def test_runs_checkpointed_before_the_noise_option_resume_noise_free(tmp_path):
     switched.close()
 
 
+def test_resume_rejects_settings_that_fix_the_networks_or_the_replay(tmp_path):
+    agent = Dreamer(_cfg(env_steps=24), out_dir=tmp_path)
+    agent.iterate()
+    agent.save()
+    agent.close()
+    for change in ({"frame_stack": 2}, {"version": 3}, {"rnn_hidden_dim": 16}, {"pixels": True}):
+        with pytest.raises(ValueError, match=f"cannot change {next(iter(change))}="):
+            Dreamer.resume(tmp_path, **change)
+    same = Dreamer.resume(tmp_path, frame_stack=1, env_steps=48)  # unchanged values pass
+    assert same.config.env_steps == 48
+    same.close()
+
+
 def test_v3_entropy_bonus_default_and_override_on_resume(tmp_path):
     agent = Dreamer(_cfg(version=3, env_steps=24), out_dir=tmp_path)
     assert agent.objective.entropy_bonus == 3e-4  # DreamerV3's η

@@ -77,7 +77,15 @@ from wmrl.rssm import DreamerModelLoss, DreamerV3ModelLoss, DreamerV3ValueLoss, 
 from wmrl.rssm.imagination import frozen
 from wmrl.search import PolicySearch
 
-__all__ = ["DreamerConfig", "Dreamer", "EvalRecord", "make_agent_env", "wrap_agent_env"]
+__all__ = ["DreamerConfig", "Dreamer", "EvalRecord", "FIXED_ON_RESUME", "make_agent_env",
+           "wrap_agent_env"]  # fmt: skip
+
+#: Settings a resumed run keeps: they fix the networks' shapes (the sizes, ``version``,
+#: ``frame_stack``, ``ensemble_size``) or the meaning of the stored replay (``task``, ``pixels``).
+FIXED_ON_RESUME: tuple[str, ...] = (
+    "task", "pixels", "version", "frame_stack", "ensemble_size",
+    *(f.name for f in dataclasses.fields(DreamerSizes)),
+)  # fmt: skip
 
 
 @dataclass(kw_only=True)
@@ -893,11 +901,23 @@ class Dreamer:
         **overrides: Any,
     ) -> Dreamer:
         """Rebuild an agent from its checkpoint (config overrides allowed, e.g. a larger
-        ``env_steps``). Under ``torchrun`` every rank reads its own checkpoint."""
+        ``env_steps``). Under ``torchrun`` every rank reads its own checkpoint.
+
+        Raises:
+            ValueError: an override changes one of :data:`FIXED_ON_RESUME` (the task, the
+                observation, the version, ``frame_stack`` or a network size).
+        """
         out_dir = Path(out_dir)
         state = load_checkpoint(out_dir / "checkpoint.pt")
         stored = dict(state["config"])
         stored.setdefault("action_noise", 0.0)  # runs from before the option collected noise-free
+        changed = [k for k in FIXED_ON_RESUME if k in overrides and overrides[k] != stored.get(k)]
+        if changed:
+            given = ", ".join(f"{k}={stored.get(k)!r} -> {overrides[k]!r}" for k in changed)
+            raise ValueError(
+                f"cannot change {given} when resuming {out_dir}: they fix the networks' shapes "
+                "or what the replay holds; start a new run (another out_dir) instead"
+            )
         config = DreamerConfig(**{**stored, **overrides})
         agent = cls(config, out_dir=out_dir, logger=logger, env_fn=env_fn)
         if agent.run_dir != out_dir:
