@@ -35,16 +35,27 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 CONTEXT, HORIZON, EPISODES = 4, 15, 32
 
 
-def ridge_r2(x: torch.Tensor, y: torch.Tensor, split: int, lam: float = 1e-2) -> float:
-    """R² on rows ``split:`` of a ridge fit on rows ``:split`` (standardised features)."""
+def ridge_residuals(
+    x: torch.Tensor, y: torch.Tensor, split: int, lam: float = 1e-2
+) -> torch.Tensor:
+    """Residuals ``[N - split]`` on rows ``split:`` of a ridge fit on rows ``:split``
+    (standardised features ``x`` ``[N, F]``, targets ``y`` ``[N]``)."""
     x, y = x.double(), y.double()
     mu, sd = x[:split].mean(0), x[:split].std(0) + 1e-6
     z = torch.cat([(x - mu) / sd, torch.ones(len(x), 1, dtype=x.dtype)], 1)  # [N, F + 1]
     a = z[:split]
     w = torch.linalg.solve(a.T @ a + lam * split * torch.eye(z.shape[1], dtype=x.dtype),
                            a.T @ y[:split])  # fmt: skip
-    resid = z[split:] @ w - y[split:]
-    return float(1 - resid.pow(2).mean() / y[split:].var())
+    return z[split:] @ w - y[split:]
+
+
+def ridge_r2(
+    x: torch.Tensor, y: torch.Tensor, split: int, lam: float = 1e-2
+) -> tuple[float, float]:
+    """R² and root-mean-square error of :func:`ridge_residuals`."""
+    resid = ridge_residuals(x, y, split, lam)
+    y = y[split:].double()
+    return float(1 - resid.pow(2).mean() / y.var()), float(resid.pow(2).mean().sqrt())
 
 
 def main() -> None:
@@ -56,6 +67,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--start-angle", type=float, default=None,
+                   help="start the probes' episodes here (3.1416: upright; default: the task's "
+                        "start, hanging down), for runs trained from there")  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(1)
 
@@ -74,32 +88,48 @@ def main() -> None:
     print(f"{args.run_dir}: {state['counters']['updates']} updates, "
           f"{state['counters']['env_steps']} env steps")  # fmt: skip
 
-    def episodes(top: bool, actor) -> TensorDict:
+    def episodes(top: bool, actor, start: float | None = None) -> TensorDict:
         env = make_agent_env(c.task, pixels=c.pixels, batch_size=[EPISODES],
                              max_steps=c.max_steps, action_repeat=c.action_repeat,
                              seed=args.seed, primer_sizes=(S, H, 1),
                              frame_stack=c.frame_stack)  # fmt: skip
         if top:
-            env.base_env.start_mean[1] = math.pi  # [θ̇, θ]: upright
+            start = math.pi
+        if start is not None:
+            env.base_env.start_mean[1] = start  # [θ̇, θ]
         torch.manual_seed(args.seed)
         with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
             return env.rollout(c.max_steps // c.action_repeat, actor, break_when_any_done=False)
 
     # 1. linear probes on the training policy's episodes
-    tr = episodes(False, policy)
+    tr = episodes(False, policy, args.start_angle)
+    # the policy writes its posterior of the current frame under "next" (carried to the next step)
     feat = torch.cat([tr["next", "state"], tr["next", "belief"]], -1)  # [E, T, S + H]
-    theta_dot, theta = tr["true_state"].unbind(-1)  # [E, T] each
+    theta_dot, theta = tr["true_state"].unbind(-1)  # [E, T] each, the state that frame shows
     half = EPISODES // 2
     T = feat.shape[1]
-    print("linear probes of the filtered latent (R² on held-out episodes):")
+    print("linear probes of the filtered latent (R² and RMSE on held-out episodes):")
     for name, y, x in [
         ("cos θ", theta.cos(), feat),
         ("sin θ", theta.sin(), feat),
         ("θ̇", theta_dot, feat),
         ("next reward", tr["next", "reward"][:, :-1, 0], feat[:, 1:]),
     ]:
-        r2 = ridge_r2(x.flatten(0, 1), y.flatten(), split=half * x.shape[1])
-        print(f"  {name:12s} {r2:.3f}")
+        r2, rmse = ridge_r2(x.flatten(0, 1), y.flatten(), split=half * x.shape[1])
+        print(f"  {name:12s} {r2:.3f}  {rmse:.3f}")
+    # the θ̇ probe's error by speed: frames ``dt`` apart alias a rotation above π / dt
+    x, y = feat.flatten(0, 1), theta_dot.flatten()
+    resid = ridge_residuals(x, y, split=half * T)  # [N - split]
+    speed = y[half * T :].abs()
+    dt = 0.1 * c.action_repeat  # the built-in pendulum's dt, times the repeat
+    print(f"  θ̇ probe RMSE by |θ̇| (frames {dt:g} s apart alias above {math.pi / dt:.1f} rad/s):")
+    edges = (0.0, 2.0, 5.0, 10.0, 15.0, math.inf)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (speed >= lo) & (speed < hi)
+        if m.any():
+            share = float(m.double().mean())
+            print(f"    {lo:4.0f}-{hi:<4.0f} rad/s: {float(resid[m].pow(2).mean().sqrt()):6.2f}"
+                  f"  ({share:.0%} of the steps)")  # fmt: skip
     cost = -float(tr["next", "reward"].mean()) / c.action_repeat
     print(f"  (training policy: cost per env step {cost:.3f}, "
           f"mean |θ̇| {theta_dot.abs().mean():.2f} rad/s over {T} steps)")  # fmt: skip
