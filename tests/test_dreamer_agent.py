@@ -614,6 +614,41 @@ def test_agent_with_stacked_frames_sees_and_reconstructs_them_and_resumes(tmp_pa
     _assert_same(_flat_state(resumed), _flat_state(agent))
 
 
+@pytest.mark.parametrize("version,pixels", [(3, True), (1, False)])
+def test_agent_reconstructing_the_newest_of_stacked_observations(tmp_path, version, pixels):
+    cfg = _cfg(pixels=pixels, version=version, env_steps=24, frame_stack=3,
+               reconstruct="newest")  # fmt: skip
+    agent = Dreamer(cfg, out_dir=tmp_path)
+    agent.run()
+    key = agent.obs_key
+    batch = agent.replay.sample()  # [B, T]
+    S, H = agent.nets.policy.state_dim, agent.nets.policy.belief_dim
+    batch.set("state", torch.zeros(*batch.shape, S))
+    batch.set("belief", torch.zeros(*batch.shape, H))
+    with torch.no_grad():
+        losses, out = agent.model_loss(agent._with_reco_target(batch))
+    stacked, reco = batch["next", key], out["next", f"reco_{key}"]
+    if pixels:  # encoder: three frames; decoder: the newest
+        assert agent.nets.parts["encoder"].in_channels == 9 and stacked.shape[-3] == 9
+        newest = stacked[..., -3:, :, :]  # [B, T, 3, 64, 64]
+        dims: tuple[int, ...] = (-3, -2, -1)
+    else:
+        newest = stacked[..., -stacked.shape[-1] // 3 :]  # [B, T, D]
+        dims = (-1,)
+    assert reco.shape == newest.shape
+    # squared error summed over the newest observation's entries (v1; v3 on pixels: no symlog)
+    expected = (reco - newest).pow(2).sum(dims).mean()
+    assert torch.allclose(losses["loss_model_reco"], expected, rtol=1e-5)
+    agent.close()
+    resumed = Dreamer.resume(tmp_path)
+    assert resumed.config.reconstruct == "newest"
+    resumed.close()
+    with pytest.raises(ValueError, match="reconstruct"):
+        Dreamer.resume(tmp_path, reconstruct="all")
+    with pytest.raises(ValueError, match="reconstruct must be"):
+        DreamerConfig(reconstruct="oldest").validate()
+
+
 def test_train_ratio_sets_the_number_of_updates():
     # 12-step episodes, batches of 2 x 8 = 16 replayed steps: ratio 16 -> 12 updates per episode
     agent = Dreamer(_cfg(state_dim=2, env_steps=36, pretrain_updates=3, train_ratio=16.0,

@@ -81,9 +81,10 @@ __all__ = ["DreamerConfig", "Dreamer", "EvalRecord", "FIXED_ON_RESUME", "make_ag
            "wrap_agent_env"]  # fmt: skip
 
 #: Settings a resumed run keeps: they fix the networks' shapes (the sizes, ``version``,
-#: ``frame_stack``, ``ensemble_size``) or the meaning of the stored replay (``task``, ``pixels``).
+#: ``frame_stack``, ``reconstruct``, ``ensemble_size``) or the meaning of the stored replay
+#: (``task``, ``pixels``).
 FIXED_ON_RESUME: tuple[str, ...] = (
-    "task", "pixels", "version", "frame_stack", "ensemble_size",
+    "task", "pixels", "version", "frame_stack", "reconstruct", "ensemble_size",
     *(f.name for f in dataclasses.fields(DreamerSizes)),
 )  # fmt: skip
 
@@ -103,7 +104,10 @@ class DreamerConfig(DreamerSizes):
         frame_stack: observations the agent sees at once, the last ``k`` agent steps'
             concatenated along the channels (:func:`~wmrl.agents.envs.stack_observations`;
             1: off, Dreamer's setting). Its encoder then reads a velocity off one observation
-            and its decoder reconstructs all ``k``.
+            and its decoder reconstructs all ``k`` (see ``reconstruct``).
+        reconstruct: with ``frame_stack > 1``, what the decoder reconstructs: ``"all"`` ``k``
+            stacked observations or the ``"newest"`` only (the encoder reads all ``k`` either
+            way).
         num_envs: environments stepped together per collector process (built-in tasks).
         collector_workers: collector processes (``> 1``: TorchRL's ``MultiSyncCollector``).
         env_steps: budget in environment steps (including repeats).
@@ -174,6 +178,7 @@ class DreamerConfig(DreamerSizes):
     max_steps: int = 100
     action_repeat: int = 1
     frame_stack: int = 1
+    reconstruct: str = "all"
     num_envs: int = 1
     collector_workers: int = 1
     env_steps: int = 100_000
@@ -249,17 +254,23 @@ class DreamerConfig(DreamerSizes):
     ) -> DreamerNets:
         """This run's networks (:func:`~wmrl.agents.dreamer_modules.make_dreamer_nets`) for
         actions of ``action_dim`` and, with vector observations, ``obs_dim`` entries per
-        observation; the encoder and decoder take ``frame_stack`` of them (``3 k`` channels of
-        pixels or ``k obs_dim`` entries).
+        observation; the encoder takes ``frame_stack`` of them (``3 k`` channels of pixels or
+        ``k obs_dim`` entries), the decoder all of them or the newest (``reconstruct``).
 
-        >>> nets = DreamerConfig.preset("debug", frame_stack=2).make_nets(1, obs_dim=3)
+        >>> cfg = DreamerConfig.preset("debug", frame_stack=2)
+        >>> nets = cfg.make_nets(1, obs_dim=3)
         >>> nets.parts["decoder"](torch.zeros(8), torch.zeros(4)).shape  # two observations
         torch.Size([6])
+        >>> newest = dataclasses.replace(cfg, reconstruct="newest").make_nets(1, obs_dim=3)
+        >>> newest.parts["decoder"](torch.zeros(8), torch.zeros(4)).shape
+        torch.Size([3])
         """
+        per_obs = 3 if self.pixels else obs_dim
         return make_dreamer_nets(
             self.version, action_dim, "pixels" if self.pixels else "observation",
             None if obs_dim is None else obs_dim * self.frame_stack, self.sizes(),
             device=device, actor_dist=self.actor_dist, image_channels=3 * self.frame_stack,
+            decoded=per_obs if self.reconstruct == "newest" else None,
         )  # fmt: skip
 
     def collection_noise(self) -> float:
@@ -325,6 +336,8 @@ class DreamerConfig(DreamerSizes):
             )
         if self.actor_dist not in ACTOR_DISTS:
             raise ValueError(f"actor_dist must be one of {ACTOR_DISTS}, got {self.actor_dist!r}")
+        if self.reconstruct not in ("all", "newest"):
+            raise ValueError(f"reconstruct must be 'all' or 'newest', got {self.reconstruct!r}")
         if self.entropy_bonus is not None and self.entropy_bonus < 0:
             raise ValueError(f"entropy_bonus must be >= 0, got {self.entropy_bonus}")
         if self.free_nats < 0 or self.free_bits < 0:
@@ -551,7 +564,9 @@ class Dreamer:
             self.model_loss = DreamerModelLoss(nets.world_model, free_nats=c.free_nats)
             weights = bool(c.discount_weights)
             self.value_loss = DreamerValueLoss(nets.value, discount_loss=weights, gamma=c.gamma)
-        self.model_loss.set_keys(pixels=obs, reco_pixels=f"reco_{obs}")
+        # the reconstruction's target: the observation, or its newest of the stacked ones
+        self._reco_target = obs if c.reconstruct == "all" else f"newest_{obs}"
+        self.model_loss.set_keys(pixels=self._reco_target, reco_pixels=f"reco_{obs}")
         discount = c.discount_weights if c.discount_weights is not None else v3
         self.objective = DreamerObjective(
             nets.value, gamma=c.gamma, lmbda=c.lmbda, discount_weights=discount,
@@ -647,6 +662,20 @@ class Dreamer:
         torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
         opt.step()
 
+    def _with_reco_target(self, batch: TensorDictBase) -> TensorDictBase:
+        """Add the newest of the stacked observations as the reconstruction target
+        (``reconstruct="newest"``; otherwise ``batch`` is returned unchanged)."""
+        if self._reco_target == self.obs_key:
+            return batch
+        obs = batch.get(("next", self.obs_key))  # [B, T, 3 k, H, W] or [B, T, k D]
+        k = self.config.frame_stack
+        if self.config.pixels:
+            newest = obs[..., -(obs.shape[-3] // k) :, :, :]  # [B, T, 3, H, W]
+        else:
+            newest = obs[..., -(obs.shape[-1] // k) :]  # [B, T, D]
+        batch.set(("next", self._reco_target), newest)
+        return batch
+
     def update(self) -> dict[str, torch.Tensor]:
         """One world-model, actor and critic update on a replayed batch; detached losses."""
         batch = self.replay.sample()  # [B, T]
@@ -655,7 +684,7 @@ class Dreamer:
         batch.set("state", torch.zeros(B, 1, p.state_dim, device=self.device).expand(B, T, -1))
         batch.set("belief", torch.zeros(B, 1, p.belief_dim, device=self.device).expand(B, T, -1))
         with self._autocast():
-            model_td, out = self.model_loss(batch)
+            model_td, out = self.model_loss(self._with_reco_target(batch))
             total = sum(v for k, v in model_td.items() if k.startswith("loss_"))
         self._step(self.model_opt, total, self.model_params)
         exploration_loss = None if self.exploration is None else self._train_exploration(out)

@@ -345,10 +345,14 @@ class CentredDecoder(nn.Module):
 
 
 def _conv_nets(
-    sizes: DreamerSizes, latent: int, device: torch.device | str | None, image_channels: int
+    sizes: DreamerSizes,
+    latent: int,
+    device: torch.device | str | None,
+    image_channels: int,
+    decoded_channels: int,
 ):
     encoder = ObsEncoder(sizes.channels, in_channels=image_channels, device=device)
-    decoder = ObsDecoder(sizes.channels, latent_dim=latent, out_channels=image_channels,
+    decoder = ObsDecoder(sizes.channels, latent_dim=latent, out_channels=decoded_channels,
                          device=device)  # fmt: skip
     return encoder, decoder, encoder.output_dim(64)
 
@@ -370,6 +374,7 @@ def make_dreamer_nets(
     device: torch.device | str | None = None,
     actor_dist: str = "tanh_normal",
     image_channels: int = 3,
+    decoded: int | None = None,
 ) -> DreamerNets:
     """Build and wire the Dreamer (``version=1``) or DreamerV3 (``version=3``) networks.
 
@@ -387,6 +392,9 @@ def make_dreamer_nets(
             scale in ``[0.1, 1]``).
         image_channels: channels of the pixel observations (3: RGB; ``3 k`` for ``k`` stacked
             frames, :func:`~wmrl.agents.envs.stack_observations`).
+        decoded: what the decoder reconstructs, the last ``decoded`` channels of the pixels or
+            entries of the vector observation (``None``: all of it; e.g. 3 for the newest of
+            ``k`` stacked frames).
 
     Example:
         >>> nets = make_dreamer_nets(3, 1, "observation", obs_dim=3, sizes=DreamerSizes(
@@ -411,15 +419,20 @@ def make_dreamer_nets(
     H = sizes.rnn_hidden_dim
     S = sizes.state_dim if version == 1 else sizes.num_categoricals * sizes.num_classes
     latent = S + H
+    full = image_channels if pixels else obs_dim
+    assert full is not None
+    decoded = full if decoded is None else decoded
+    if not 1 <= decoded <= full:
+        raise ValueError(f"decoded must be in [1, {full}], got {decoded}")
     if pixels:
-        encoder, decoder, embed = _conv_nets(sizes, latent, device, image_channels)
+        encoder, decoder, embed = _conv_nets(sizes, latent, device, image_channels, decoded)
         # centred frames inside the world model; the parts keep the plain networks
         encode: nn.Module = CentredEncoder(encoder)
         decode_obs: nn.Module = CentredDecoder(decoder)
     else:
         embed = sizes.embed_dim
         encoder = _mlp(version, obs_dim, embed, sizes, device, symlog_inputs=True)
-        decoder = _mlp(version, latent, obs_dim, sizes, device)
+        decoder = _mlp(version, latent, decoded, sizes, device)
         encode, decode_obs = encoder, decoder
 
     nxt = ("next",)
