@@ -14,7 +14,8 @@ the collected actions; ``--action-repeat``, ``--horizon`` and ``--train-ratio`` 
 settings; ``--start-angle`` moves the mean start angle (``π``: upright, so the run asks only
 whether the agent learns to hold the pendulum there, not whether it finds the top);
 ``--hide-velocity`` observes ``[sin θ, cos θ]`` only, so the agent, as from pixels, has to infer
-``θ̇`` through its recurrent state.
+``θ̇`` through its recurrent state; ``--angle-noise σ`` reads the angle with an error of ``σ``
+radians per step, as imprecisely as a pixel model does.
 
     .venv/bin/python benchmarks/dreamer_states.py --version 3 --minutes 20
     .venv/bin/python benchmarks/dreamer_states.py --version 3 --exploration-bonus 1 --minutes 20
@@ -70,6 +71,25 @@ class HideVelocity(ObservationTransform):
         return observation_spec
 
 
+class AngleNoise(ObservationTransform):
+    """Observe the angle with an independent Gaussian error ``ε ~ N(0, σ²)`` per step: the
+    last two entries ``[sin θ, cos θ]`` become ``[sin(θ + ε), cos(θ + ε)]``, a reading of the
+    angle as imprecise as a pixel world model's."""
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__(in_keys=["observation"], out_keys=["observation"])
+        self.sigma = sigma
+
+    def _apply_transform(self, obs: torch.Tensor) -> torch.Tensor:
+        s, c = obs[..., -2], obs[..., -1]  # [*B] each
+        eps = self.sigma * torch.randn_like(s)  # [*B]
+        rotated = torch.stack([s * eps.cos() + c * eps.sin(), c * eps.cos() - s * eps.sin()], -1)
+        return torch.cat([obs[..., :-2], rotated], -1)  # [*B, D]
+
+    def _reset(self, tensordict, tensordict_reset):
+        return self._call(tensordict_reset)
+
+
 def main() -> None:
     from dreamer_pixels import field_value  # the sibling script's FIELD=VALUE parser
 
@@ -91,6 +111,8 @@ def main() -> None:
                    help="mean start angle in radians (0 hanging, 3.1416 upright)")  # fmt: skip
     p.add_argument("--hide-velocity", action="store_true",
                    help="observe [sin θ, cos θ] only (the velocity inferred, as from a frame)")
+    p.add_argument("--angle-noise", type=float, default=0.0,
+                   help="std (rad) of a Gaussian error on the observed angle, every step")
     p.add_argument("--minutes", type=float, default=20.0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -107,6 +129,8 @@ def main() -> None:
         env.base_env.start_mean[1] = args.start_angle  # [θ̇, θ]
         if args.hide_velocity:
             env.append_transform(HideVelocity())
+        if args.angle_noise > 0:
+            env.append_transform(AngleNoise(args.angle_noise))
         return env
 
     def env_fn(batch_size, seed):  # the training environment: the task, maybe reshaped
