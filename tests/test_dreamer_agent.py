@@ -647,6 +647,8 @@ def test_agent_reconstructing_the_newest_of_stacked_observations(tmp_path, versi
         Dreamer.resume(tmp_path, reconstruct="all")
     with pytest.raises(ValueError, match="reconstruct must be"):
         DreamerConfig(reconstruct="oldest").validate()
+    with pytest.raises(ValueError, match=r"decoded must be in \[1, 3\]"):
+        make_dreamer_nets(3, 1, "observation", obs_dim=3, decoded=4)
 
 
 def test_train_ratio_sets_the_number_of_updates():
