@@ -73,13 +73,10 @@ def mlp_residuals(x: torch.Tensor, y: torch.Tensor, split: int, steps: int = 200
         return (net(z[split:])[:, 0] * ys + ym - y[split:]).double()
 
 
-def ridge_r2(
-    x: torch.Tensor, y: torch.Tensor, split: int, lam: float = 1e-2
-) -> tuple[float, float]:
-    """R² and root-mean-square error of :func:`ridge_residuals`."""
-    resid = ridge_residuals(x, y, split, lam)
-    y = y[split:].double()
-    return float(1 - resid.pow(2).mean() / y.var()), float(resid.pow(2).mean().sqrt())
+def r2_rmse(resid: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """R² and root-mean-square error of residuals ``resid`` of targets ``y`` (both ``[N]``)."""
+    mse = resid.pow(2).mean()
+    return float(1 - mse / y.double().var()), float(mse.sqrt())
 
 
 def main() -> None:
@@ -139,11 +136,14 @@ def main() -> None:
         ("θ̇", theta_dot, feat),
         ("next reward", tr["next", "reward"][:, :-1, 0], feat[:, 1:]),
     ]:
-        r2, rmse = ridge_r2(x.flatten(0, 1), y.flatten(), split=half * x.shape[1])
+        split = half * x.shape[1]
+        resid = ridge_residuals(x.flatten(0, 1), y.flatten(), split)  # [N - split]
+        r2, rmse = r2_rmse(resid, y.flatten()[split:])
         print(f"  {name:12s} {r2:.3f}  {rmse:.3f}")
+        if name == "θ̇":
+            linear = resid
     # the θ̇ probe's error by speed: frames ``dt`` apart alias a rotation above π / dt
     x, y = feat.flatten(0, 1), theta_dot.flatten()
-    linear = ridge_residuals(x, y, split=half * T)  # [N - split]
     mlp = mlp_residuals(x, y, split=half * T)  # [N - split]
     speed = y[half * T :].abs()
     dt = 0.1 * c.action_repeat  # the built-in pendulum's dt, times the repeat

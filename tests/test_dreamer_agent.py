@@ -480,6 +480,14 @@ def test_resume_rejects_settings_that_fix_the_networks_or_the_replay(tmp_path):
     same = Dreamer.resume(tmp_path, frame_stack=1, env_steps=48)  # unchanged values pass
     assert same.config.env_steps == 48
     same.close()
+    from wmrl.agents.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    del state["config"]["reconstruct"]  # as written before the setting existed
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    Dreamer.resume(tmp_path, reconstruct="all").close()  # its default: unchanged
+    with pytest.raises(ValueError, match="cannot change reconstruct='all' -> 'newest'"):
+        Dreamer.resume(tmp_path, reconstruct="newest")
 
 
 def test_v3_entropy_bonus_default_and_override_on_resume(tmp_path):

@@ -70,7 +70,7 @@ from wmrl.agents.distributed import (
 )
 from wmrl.agents.dreamer_modules import DreamerNets, DreamerSizes, make_dreamer_nets
 from wmrl.agents.dreamer_objective import ACTOR_DISTS, ACTOR_GRADIENTS, DreamerObjective
-from wmrl.agents.envs import episode_length, make_env, stack_observations
+from wmrl.agents.envs import episode_length, make_env, newest_observation, stack_observations
 from wmrl.agents.exploration import DisagreementEnsemble
 from wmrl.agents.replay import SequenceReplay
 from wmrl.rssm import DreamerModelLoss, DreamerV3ModelLoss, DreamerV3ValueLoss, DreamerValueLoss
@@ -668,12 +668,8 @@ class Dreamer:
         if self._reco_target == self.obs_key:
             return batch
         obs = batch.get(("next", self.obs_key))  # [B, T, 3 k, H, W] or [B, T, k D]
-        k = self.config.frame_stack
-        if self.config.pixels:
-            newest = obs[..., -(obs.shape[-3] // k) :, :, :]  # [B, T, 3, H, W]
-        else:
-            newest = obs[..., -(obs.shape[-1] // k) :]  # [B, T, D]
-        batch.set(("next", self._reco_target), newest)
+        newest = newest_observation(obs, self.obs_key, self.config.frame_stack)
+        batch.set(("next", self._reco_target), newest)  # [B, T, 3, H, W] or [B, T, D]
         return batch
 
     def update(self) -> dict[str, torch.Tensor]:
@@ -940,9 +936,11 @@ class Dreamer:
         state = load_checkpoint(out_dir / "checkpoint.pt")
         stored = dict(state["config"])
         stored.setdefault("action_noise", 0.0)  # runs from before the option collected noise-free
-        changed = [k for k in FIXED_ON_RESUME if k in overrides and overrides[k] != stored.get(k)]
+        before = DreamerConfig(**stored)  # fields newer than the checkpoint take their defaults
+        changed = [k for k in FIXED_ON_RESUME
+                   if k in overrides and overrides[k] != getattr(before, k)]  # fmt: skip
         if changed:
-            given = ", ".join(f"{k}={stored.get(k)!r} -> {overrides[k]!r}" for k in changed)
+            given = ", ".join(f"{k}={getattr(before, k)!r} -> {overrides[k]!r}" for k in changed)
             raise ValueError(
                 f"cannot change {given} when resuming {out_dir}: they fix the networks' shapes "
                 "or what the replay holds; start a new run (another out_dir) instead"

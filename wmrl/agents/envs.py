@@ -42,6 +42,7 @@ __all__ = [
     "RepeatAction",
     "make_env",
     "stack_observations",
+    "newest_observation",
     "episode_length",
     "BUILTIN_TASKS",
 ]
@@ -289,10 +290,29 @@ def stack_observations(env: EnvBase, obs_key: str, frames: int) -> EnvBase:
         return env
     if not isinstance(env, TransformedEnv):
         env = TransformedEnv(env)
-    spec = env.observation_spec[obs_key]
-    channel_dim = -3 if obs_key == "pixels" and spec.dtype.is_floating_point else -1
-    env.append_transform(CatFrames(N=frames, dim=channel_dim, in_keys=[obs_key]))
+    floating = env.observation_spec[obs_key].dtype.is_floating_point
+    dim = _stack_dim(obs_key, floating)
+    env.append_transform(CatFrames(N=frames, dim=dim, in_keys=[obs_key]))
     return env
+
+
+def _stack_dim(obs_key: str, floating: bool) -> int:
+    """The dimension :func:`stack_observations` concatenates along: the channels of float
+    ``[*B, C, H, W]`` frames, else the last (``uint8 [*B, H, W, C]`` frames, vectors)."""
+    return -3 if obs_key == "pixels" and floating else -1
+
+
+def newest_observation(obs: torch.Tensor, obs_key: str, frames: int) -> torch.Tensor:
+    """The newest of ``frames`` observations stacked by :func:`stack_observations`, e.g.
+    ``[*B, 3 k, H, W] -> [*B, 3, H, W]`` or ``[*B, k D] -> [*B, D]``.
+
+    >>> newest_observation(torch.arange(6.0).view(1, 6), "observation", 3).tolist()
+    [[4.0, 5.0]]
+    >>> newest_observation(torch.zeros(2, 9, 64, 64), "pixels", 3).shape
+    torch.Size([2, 3, 64, 64])
+    """
+    dim = _stack_dim(obs_key, obs.is_floating_point())
+    return obs.narrow(dim, obs.shape[dim] - obs.shape[dim] // frames, obs.shape[dim] // frames)
 
 
 def episode_length(task: str, max_steps: int, action_repeat: int) -> int:
