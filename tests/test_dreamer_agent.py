@@ -659,6 +659,41 @@ def test_agent_reconstructing_the_newest_of_stacked_observations(tmp_path, versi
         make_dreamer_nets(3, 1, "observation", obs_dim=3, decoded=4)
 
 
+def test_agent_with_categorical_probabilities_as_its_latent(tmp_path):
+    cfg = _cfg(pixels=True, version=3, env_steps=24, categorical_state="probs")
+    agent = Dreamer(cfg, out_dir=tmp_path)
+    agent.run()
+    assert agent.updates > 0
+    C, K = cfg.num_categoricals, cfg.num_classes
+    # the filtered latent the policy carries: probabilities, not one-hot, and no sampling noise
+    env = make_agent_env(cfg.task, pixels=True, batch_size=[2], max_steps=cfg.max_steps,
+                         action_repeat=1, seed=3,
+                         primer_sizes=(C * K, cfg.rnn_hidden_dim, 1))  # fmt: skip
+    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+        run = env.rollout(5, agent.nets.policy, break_when_any_done=False)
+    z = run["next", "state"].unflatten(-1, (C, K))  # [2, 5, C, K]
+    torch.testing.assert_close(z.sum(-1), torch.ones(z.shape[:-1]))
+    assert bool((z > 0).all()) and bool((z.amax(-1) < 1).all())  # unimix keeps every class
+    # imagination is deterministic too: two rollouts of the prior from the same start agree
+    prior = agent.nets.parts["prior"]
+    start = run["next", "state"][:, -1], run["next", "belief"][:, -1]
+    a = torch.zeros(2, 1)
+    with torch.no_grad():
+        one, two = prior(*start, a), prior(*start, a)
+    torch.testing.assert_close(one[1], two[1])
+    agent.close()
+    resumed = Dreamer.resume(tmp_path)
+    assert resumed.config.categorical_state == "probs"
+    _assert_same(_flat_state(resumed), _flat_state(agent))
+    resumed.close()
+    with pytest.raises(ValueError, match="categorical_state"):
+        Dreamer.resume(tmp_path, categorical_state="sample")
+    with pytest.raises(ValueError, match="categorical_state must be one of"):
+        _cfg(version=3, categorical_state="mode").validate()
+    with pytest.raises(ValueError, match="applies to version 3"):
+        _cfg(version=1, categorical_state="probs").validate()
+
+
 def test_train_ratio_sets_the_number_of_updates():
     # 12-step episodes, batches of 2 x 8 = 16 replayed steps: ratio 16 -> 12 updates per episode
     agent = Dreamer(_cfg(state_dim=2, env_steps=36, pretrain_updates=3, train_ratio=16.0,

@@ -22,6 +22,7 @@ from wmrl.rssm import (
     tanh_normal_rsample,
 )
 from wmrl.rssm.actor import bounded_sigmoid_scale
+from wmrl.rssm.categorical import categorical_state
 from wmrl.rssm.functional import (
     cumulative_discount,
     gaussian_kl,
@@ -206,6 +207,34 @@ def test_categorical_prior_posterior_match_torchrl():
     assert logits.shape == (5, 3, 4) and bool((z.view(5, 3, 4).sum(-1) == 1).all())
     with pytest.raises(ValueError, match="unimix"):
         RSSMPriorV3(None, **kw, unimix=1.0)
+
+
+def test_categorical_state_probs_is_the_expected_sample_and_deterministic():
+    torch.manual_seed(5)
+    kw = dict(hidden_dim=8, rnn_hidden_dim=6, num_categoricals=3, num_classes=4, action_dim=2)
+    prior = RSSMPriorV3(None, **kw, state_mode="probs")
+    post = RSSMPosteriorV3(8, 3, 4, rnn_hidden_dim=6, obs_embed_dim=5, state_mode="probs")
+    s = torch.nn.functional.one_hot(torch.randint(4, (5, 3)), 4).flatten(-2).float()
+    h, a, e = torch.randn(5, 6), torch.rand(5, 2), torch.randn(5, 5)
+    for module, args in ((prior, (s, h, a)), (post, (h, e))):
+        logits, z = module(*args)[:2]
+        again = module(*args)[1]
+        torch.testing.assert_close(z, again)  # no sampling noise
+        probs = (0.99 * logits.softmax(-1) + 0.01 / 4).flatten(-2)  # unimix 1%
+        torch.testing.assert_close(z, probs)
+    # the probabilities are the one-hot sample's expectation (Monte Carlo, 4,000 draws)
+    logits = torch.randn(3, 4)
+    draws = torch.stack([categorical_state(logits, 0.01) for _ in range(4000)])  # [N, 12]
+    p = categorical_state(logits, 0.01, mode="probs")  # [12]
+    se = (p * (1 - p) / 4000).sqrt()
+    assert bool(((draws.mean(0) - p).abs() < 5 * se + 1e-6).all())
+    # gradients of the probabilities, float64
+    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda lg: categorical_state(lg, 0.01, mode="probs"), (x,))
+    with pytest.raises(ValueError, match="state_mode must be one of"):
+        RSSMPriorV3(None, **kw, state_mode="mean")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        categorical_state(logits, 0.01, mode="mode")
 
 
 def test_actor_matches_torchrl_and_tanh_normal_samples():

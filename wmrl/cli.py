@@ -164,6 +164,9 @@ def _add_dreamer_parser(sub) -> None:
                    help="observations seen at once, stacked along the channels (default 1)")
     p.add_argument("--reconstruct", choices=("all", "newest"), default=None,
                    help="with --frame-stack, what the decoder reconstructs (default all)")
+    p.add_argument("--categorical-state", choices=("sample", "probs"), default=None,
+                   help="v3: the latent passes on one-hot samples (default) or their "
+                        "probabilities (no sampling noise)")  # fmt: skip
     p.add_argument("--exploration-bonus", type=float, default=None,
                    help="weight of the ensemble-disagreement bonus (Plan2Explore; 0: off)")
     p.add_argument("--action-noise", type=float, default=None,
@@ -208,7 +211,7 @@ def _dreamer(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / f"dreamer-{args.task.replace(':', '-')}-seed{args.seed}"
     names = ("env_steps", "max_wall_s", "train_ratio", "max_steps", "action_repeat",
-             "frame_stack", "reconstruct", "num_envs",
+             "frame_stack", "reconstruct", "categorical_state", "num_envs",
              "collector_workers", "eval_every", "eval_episodes", "checkpoint_every",
              "precision", "device", "exploration_bonus", "action_noise", "entropy_bonus",
              "entropy_target",

@@ -74,6 +74,7 @@ from wmrl.agents.envs import episode_length, make_env, newest_observation, stack
 from wmrl.agents.exploration import DisagreementEnsemble
 from wmrl.agents.replay import SequenceReplay
 from wmrl.rssm import DreamerModelLoss, DreamerV3ModelLoss, DreamerV3ValueLoss, DreamerValueLoss
+from wmrl.rssm.categorical import STATE_MODES
 from wmrl.rssm.imagination import frozen
 from wmrl.search import PolicySearch
 
@@ -81,10 +82,11 @@ __all__ = ["DreamerConfig", "Dreamer", "EvalRecord", "FIXED_ON_RESUME", "make_ag
            "wrap_agent_env"]  # fmt: skip
 
 #: Settings a resumed run keeps: they fix the networks' shapes (the sizes, ``version``,
-#: ``frame_stack``, ``reconstruct``, ``ensemble_size``) or the meaning of the stored replay
-#: (``task``, ``pixels``).
+#: ``frame_stack``, ``reconstruct``, ``ensemble_size``), what their latent means
+#: (``categorical_state``) or the meaning of the stored replay (``task``, ``pixels``).
 FIXED_ON_RESUME: tuple[str, ...] = (
-    "task", "pixels", "version", "frame_stack", "reconstruct", "ensemble_size",
+    "task", "pixels", "version", "frame_stack", "reconstruct", "categorical_state",
+    "ensemble_size",
     *(f.name for f in dataclasses.fields(DreamerSizes)),
 )  # fmt: skip
 
@@ -108,6 +110,10 @@ class DreamerConfig(DreamerSizes):
         reconstruct: with ``frame_stack > 1``, what the decoder reconstructs: ``"all"`` ``k``
             stacked observations or the ``"newest"`` only (the encoder reads all ``k`` either
             way).
+        categorical_state: what the DreamerV3 latent passes on to the dynamics, the decoder, the
+            heads, the actor and the critic: ``"sample"`` (one-hot samples, the paper's) or
+            ``"probs"`` (their probabilities: a latent without sampling noise,
+            :func:`~wmrl.rssm.categorical.categorical_state`).
         num_envs: environments stepped together per collector process (built-in tasks).
         collector_workers: collector processes (``> 1``: TorchRL's ``MultiSyncCollector``).
         env_steps: budget in environment steps (including repeats).
@@ -179,6 +185,7 @@ class DreamerConfig(DreamerSizes):
     action_repeat: int = 1
     frame_stack: int = 1
     reconstruct: str = "all"
+    categorical_state: str = "sample"
     num_envs: int = 1
     collector_workers: int = 1
     env_steps: int = 100_000
@@ -271,6 +278,7 @@ class DreamerConfig(DreamerSizes):
             None if obs_dim is None else obs_dim * self.frame_stack, self.sizes(),
             device=device, actor_dist=self.actor_dist, image_channels=3 * self.frame_stack,
             decoded=per_obs if self.reconstruct == "newest" else None,
+            categorical_state=self.categorical_state,
         )  # fmt: skip
 
     def collection_noise(self) -> float:
@@ -338,6 +346,11 @@ class DreamerConfig(DreamerSizes):
             raise ValueError(f"actor_dist must be one of {ACTOR_DISTS}, got {self.actor_dist!r}")
         if self.reconstruct not in ("all", "newest"):
             raise ValueError(f"reconstruct must be 'all' or 'newest', got {self.reconstruct!r}")
+        if self.categorical_state not in STATE_MODES:
+            raise ValueError(f"categorical_state must be one of {STATE_MODES}, "
+                             f"got {self.categorical_state!r}")  # fmt: skip
+        if self.version == 1 and self.categorical_state != "sample":
+            raise ValueError("categorical_state applies to version 3 (v1's latent is Gaussian)")
         if self.entropy_bonus is not None and self.entropy_bonus < 0:
             raise ValueError(f"entropy_bonus must be >= 0, got {self.entropy_bonus}")
         if self.free_nats < 0 or self.free_bits < 0:

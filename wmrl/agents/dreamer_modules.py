@@ -375,6 +375,7 @@ def make_dreamer_nets(
     actor_dist: str = "tanh_normal",
     image_channels: int = 3,
     decoded: int | None = None,
+    categorical_state: str = "sample",
 ) -> DreamerNets:
     """Build and wire the Dreamer (``version=1``) or DreamerV3 (``version=3``) networks.
 
@@ -395,6 +396,8 @@ def make_dreamer_nets(
         decoded: what the decoder reconstructs, the last ``decoded`` channels of the pixels or
             entries of the vector observation (``None``: all of it; e.g. 3 for the newest of
             ``k`` stacked frames).
+        categorical_state: v3 only: what the categorical latent passes on, ``"sample"``
+            (one-hot samples) or ``"probs"`` (:func:`~wmrl.rssm.categorical.categorical_state`).
 
     Example:
         >>> nets = make_dreamer_nets(3, 1, "observation", obs_dim=3, sizes=DreamerSizes(
@@ -456,9 +459,10 @@ def make_dreamer_nets(
         actor_std: dict[str, Any] = {"std_bias": 5.0, "std_min_val": 1e-4}
     else:
         C, K = sizes.num_categoricals, sizes.num_classes
-        prior = RSSMPriorV3(None, sizes.hidden_dim, H, C, K, action_dim=action_dim, device=device)
+        prior = RSSMPriorV3(None, sizes.hidden_dim, H, C, K, action_dim=action_dim, device=device,
+                            state_mode=categorical_state)  # fmt: skip
         posterior = RSSMPosteriorV3(sizes.hidden_dim, C, K, rnn_hidden_dim=H, obs_embed_dim=embed,
-                                    device=device)  # fmt: skip
+                                    device=device, state_mode=categorical_state)  # fmt: skip
         prior_out = [(*nxt, "prior_logits"), "_", (*nxt, "belief")]
         post_out = [(*nxt, "posterior_logits"), (*nxt, "state")]
         step_out = ["_", "state", "belief"]

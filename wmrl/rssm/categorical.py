@@ -18,7 +18,11 @@ from wmrl.rssm.functional import straight_through_one_hot, unimix_probs
 from wmrl.rssm.heads import make_norm
 from wmrl.rssm.prior import action_dim_of, check_inputs, gru_fp32
 
-__all__ = ["RSSMPriorV3", "RSSMPosteriorV3", "sample_categorical_state"]
+__all__ = ["RSSMPriorV3", "RSSMPosteriorV3", "STATE_MODES", "categorical_state",
+           "sample_categorical_state"]
+
+#: What a categorical latent passes on (:func:`categorical_state`).
+STATE_MODES = ("sample", "probs")
 
 
 def sample_categorical_state(
@@ -41,6 +45,39 @@ def sample_categorical_state(
     return straight_through_one_hot(probs, uniform).flatten(-2)  # [*B, C * K]
 
 
+def categorical_state(
+    logits: torch.Tensor, unimix: float, uniform: torch.Tensor | None = None,
+    mode: str = "sample",
+) -> torch.Tensor:
+    """The state ``[*B, C * K]`` a categorical latent with logits ``[*B, C, K]`` passes on.
+
+    ``mode="sample"``: a one-hot sample with straight-through gradients
+    (:func:`sample_categorical_state`; DreamerV2/V3). ``mode="probs"``: the ``unimix``-mixed
+    probabilities themselves, the sample's expectation: the RSSM then carries no sampling noise
+    (deterministic given the observations and actions) while its KL terms are unchanged. A
+    one-hot sample reads a continuous quantity only to the width of the class it falls in; its
+    probabilities interpolate between classes (``docs/benchmarks_dreamer_agent.md``, eleventh
+    series: the pendulum's angle from pixels to 0.06 rad by samples, 0.006 by probabilities).
+
+    >>> logits = torch.tensor([[[0.0, 0.0]]])  # one categorical, two equally likely classes
+    >>> categorical_state(logits, 0.0, mode="probs").tolist()
+    [[0.5, 0.5]]
+    >>> categorical_state(logits, 0.0, torch.tensor([[0.7]])).sum().item()  # one-hot
+    1.0
+    """
+    if mode == "sample":
+        return sample_categorical_state(logits, unimix, uniform)
+    if mode == "probs":
+        return unimix_probs(logits, unimix).flatten(-2)  # [*B, C * K]
+    raise ValueError(f"mode must be one of {STATE_MODES}, got {mode!r}")
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in STATE_MODES:
+        raise ValueError(f"state_mode must be one of {STATE_MODES}, got {mode!r}")
+    return mode
+
+
 def _dense(in_f: int, out_f: int, norm: str | None, device: Any) -> list[nn.Module]:
     # Linear (+ norm) + SiLU; without a norm the layout matches TorchRL's V3 modules
     norm_layer = [] if norm is None else [make_norm(norm, out_f, device)]
@@ -60,6 +97,8 @@ class RSSMPriorV3(nn.Module):
         device: where the parameters live.
         norm: ``"layer"`` (default), ``"rms"`` or ``None`` (TorchRL's layout, for parity).
         unimix: uniform mixture (default 0.01 as in DreamerV3; TorchRL defaults to 0).
+        state_mode: ``"sample"`` (one-hot samples, DreamerV3) or ``"probs"`` (the
+            probabilities, see :func:`categorical_state`).
 
     ``forward(state [*B, C*K], belief [*B, H], action [*B, A], noise=None)`` returns
     ``(prior_logits [*B, C, K], state [*B, C*K], belief [*B, H])``; ``noise`` ``[*B, C]``
@@ -85,10 +124,12 @@ class RSSMPriorV3(nn.Module):
         *,
         norm: str | None = "layer",
         unimix: float = 0.01,
+        state_mode: str = "sample",
     ) -> None:
         super().__init__()
         if not 0.0 <= unimix < 1.0:
             raise ValueError(f"unimix must be in [0, 1), got {unimix}")
+        self.state_mode = _check_mode(state_mode)
         self.action_dim = action_dim_of(action_spec, action_dim)
         self.num_categoricals, self.num_classes = num_categoricals, num_classes
         self.state_dim = num_categoricals * num_classes
@@ -135,7 +176,7 @@ class RSSMPriorV3(nn.Module):
         belief = self.update_belief(state, belief, action)  # [*B, H]
         logits = self.rnn_to_prior_projector(belief)  # [*B, C * K]
         logits = logits.unflatten(-1, (self.num_categoricals, self.num_classes))  # [*B, C, K]
-        return logits, sample_categorical_state(logits, self.unimix, noise), belief
+        return logits, categorical_state(logits, self.unimix, noise, self.state_mode), belief
 
 
 class RSSMPosteriorV3(nn.Module):
@@ -150,6 +191,8 @@ class RSSMPosteriorV3(nn.Module):
         device: where the parameters live.
         norm: ``"layer"`` (default), ``"rms"`` or ``None`` (TorchRL's layout).
         unimix: uniform mixture (default 0.01).
+        state_mode: ``"sample"`` (one-hot samples, DreamerV3) or ``"probs"`` (the
+            probabilities, see :func:`categorical_state`).
 
     ``forward(belief [*B, H], obs_embedding [*B, E], noise=None)`` returns
     ``(posterior_logits [*B, C, K], state [*B, C*K])``.
@@ -172,10 +215,12 @@ class RSSMPosteriorV3(nn.Module):
         *,
         norm: str | None = "layer",
         unimix: float = 0.01,
+        state_mode: str = "sample",
     ) -> None:
         super().__init__()
         if not 0.0 <= unimix < 1.0:
             raise ValueError(f"unimix must be in [0, 1), got {unimix}")
+        self.state_mode = _check_mode(state_mode)
         self.num_categoricals, self.num_classes = num_categoricals, num_classes
         self.state_dim, self.unimix = num_categoricals * num_classes, unimix
         self.rnn_hidden_dim, self.obs_embed_dim = rnn_hidden_dim, obs_embed_dim
@@ -203,4 +248,4 @@ class RSSMPosteriorV3(nn.Module):
         x = torch.cat([belief, obs_embedding.to(belief.dtype)], dim=-1)  # [*B, H + E]
         logits = self.obs_rnn_to_post_projector(x)  # [*B, C * K]
         logits = logits.unflatten(-1, (self.num_categoricals, self.num_classes))  # [*B, C, K]
-        return logits, sample_categorical_state(logits, self.unimix, noise)
+        return logits, categorical_state(logits, self.unimix, noise, self.state_mode)
