@@ -7,13 +7,18 @@ Two measurements on fresh episodes of the built-in pendulum (``true_state = [θ�
    next reward, fitted on half the episodes and scored (R², RMSE) on the other half: what the
    latent holds, linearly. The ``θ̇`` probe's error is also given by speed (frames ``Δt`` apart
    alias a rotation above ``π / Δt``) and for a small MLP probe, since a linear read-out of
-   categorical latents is coarse. ``--start-angle 3.1416`` starts these episodes upright, for
-   runs trained from there.
+   categorical latents is coarse. For DreamerV3 the angle and velocity probes are also fitted
+   on the posterior's probabilities in place of its one-hot sample: the precision that
+   sampling loses. ``--start-angle 3.1416`` starts these episodes upright, for runs trained
+   from there.
 2. **Open-loop rewards.** From 4 filtered steps, the prior alone predicts 15 more steps under the
    real actions; the predicted rewards against the real ones, per step and summed, in three
    settings: the training policy from the task's start (hanging down), and zero or small random
    torque (σ = 0.3) from the top (``θ = π``), where a pendulum that is not pumped round falls
    slowly and swings back towards the top.
+
+3. **Acting on probabilities** (DreamerV3 runs with sampled latents): the deterministic policy's
+   cost when the filter passes on the posterior's probabilities instead of its sample.
 
 A model that fits what its policy does but has never seen a slow pass near the top predicts the
 first setting well and the other two badly; the actor then cannot learn to balance in
@@ -84,6 +89,7 @@ def main() -> None:
     from wmrl.agents.dreamer import DreamerConfig, make_agent_env
     from wmrl.agents.dreamer_figures import _as_model_input
     from wmrl.agents.envs import make_env
+    from wmrl.rssm.functional import unimix_probs
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path)
@@ -109,7 +115,8 @@ def main() -> None:
     print(f"{args.run_dir}: {state['counters']['updates']} updates, "
           f"{state['counters']['env_steps']} env steps")  # fmt: skip
 
-    def episodes(top: bool, actor, start: float | None = None) -> TensorDict:
+    def episodes(top: bool, actor, start: float | None = None,
+                 exploration: ExplorationType = ExplorationType.RANDOM) -> TensorDict:
         env = make_agent_env(c.task, pixels=c.pixels, batch_size=[EPISODES],
                              max_steps=c.max_steps, action_repeat=c.action_repeat,
                              seed=args.seed, primer_sizes=(S, H, 1),
@@ -119,11 +126,18 @@ def main() -> None:
         if start is not None:
             env.base_env.start_mean[1] = start  # [θ̇, θ]
         torch.manual_seed(args.seed)
-        with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+        with torch.no_grad(), set_exploration_type(exploration):
             return env.rollout(c.max_steps // c.action_repeat, actor, break_when_any_done=False)
 
-    # 1. linear probes on the training policy's episodes
+    # 1. linear probes on the training policy's episodes (v3: the posterior's logits recorded)
+    logits: list[torch.Tensor] = []
+    hook = None
+    if c.version == 3:
+        hook = nets.parts["posterior"].register_forward_hook(
+            lambda module, inputs, out: logits.append(out[0]))  # fmt: skip
     tr = episodes(False, policy, args.start_angle)
+    if hook is not None:
+        hook.remove()
     # the policy writes its posterior of the current frame under "next" (carried to the next step)
     feat = torch.cat([tr["next", "state"], tr["next", "belief"]], -1)  # [E, T, S + H]
     theta_dot, theta = tr["true_state"].unbind(-1)  # [E, T] each, the state that frame shows
@@ -157,6 +171,21 @@ def main() -> None:
             rmse = [float(r[m].pow(2).mean().sqrt()) for r in (linear, mlp)]
             print(f"    {lo:4.0f}-{hi:<4.0f} rad/s: {rmse[0]:6.2f} {rmse[1]:6.2f}"
                   f"  ({share:.0%} of the steps)")  # fmt: skip
+    if logits:  # v3: what sampling the categoricals loses (the probabilities are its mean)
+        probs = unimix_probs(torch.stack(logits[-T:], 1), 0.01)  # [E, T, C, K]
+        entropy = -(probs * probs.log()).sum(-1).mean()
+        print(f"  categorical latent ({c.categorical_state}): posterior entropy "
+              f"{entropy:.3f} nats per categorical (log K = {math.log(probs.shape[-1]):.2f}); "
+              "probe RMSE from the sample / from the probabilities, each with h:")  # fmt: skip
+        soft = torch.cat([probs.flatten(-2), tr["next", "belief"]], -1)  # [E, T, C K + H]
+        for name, y in [("cos θ", theta.cos()), ("sin θ", theta.sin()), ("θ̇", theta_dot)]:
+            rmse = []
+            for x in (feat, soft):
+                for fit in (ridge_residuals, mlp_residuals):
+                    rmse.append(r2_rmse(fit(x.flatten(0, 1), y.flatten(), half * T),
+                                        y.flatten()[half * T :])[1])  # fmt: skip
+            print(f"    {name:6s} linear {rmse[0]:.3f} / {rmse[2]:.3f}, "
+                  f"MLP {rmse[1]:.3f} / {rmse[3]:.3f}")  # fmt: skip
     cost = -float(tr["next", "reward"].mean()) / c.action_repeat
     print(f"  (training policy: cost per env step {cost:.3f}, "
           f"mean |θ̇| {theta_dot.abs().mean():.2f} rad/s over {T} steps)")  # fmt: skip
@@ -198,6 +227,17 @@ def main() -> None:
         step_err = (pred - real).abs().mean()
         sum_err = (pred.sum(1) - real.sum(1)).abs().mean()
         print(f"  {name:32s} {step_err:13.3f}  {sum_err:11.2f}  {real.sum(1).std():19.2f}")
+
+    # 3. v3: does the policy act better on the posterior's probabilities than on its sample?
+    posterior = nets.parts["posterior"]
+    if c.version == 3 and c.categorical_state == "sample":
+        print("deterministic policy (cost per env step), the filter passing on the posterior's")
+        for mode in ("sample", "probs"):
+            posterior.state_mode = mode
+            ep = episodes(False, policy, args.start_angle, ExplorationType.DETERMINISTIC)
+            cost = -float(ep["next", "reward"].mean()) / c.action_repeat
+            print(f"  {mode:7s} {cost:.3f}")
+        posterior.state_mode = "sample"
 
 
 if __name__ == "__main__":

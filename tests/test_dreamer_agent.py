@@ -659,12 +659,21 @@ def test_agent_reconstructing_the_newest_of_stacked_observations(tmp_path, versi
         make_dreamer_nets(3, 1, "observation", obs_dim=3, decoded=4)
 
 
-def test_agent_with_categorical_probabilities_as_its_latent(tmp_path):
-    cfg = _cfg(pixels=True, version=3, env_steps=24, categorical_state="probs")
+@pytest.mark.parametrize("mode", ["probs", "mixed"])
+def test_agent_with_categorical_probabilities_as_its_latent(tmp_path, mode):
+    cfg = _cfg(pixels=True, version=3, env_steps=24, categorical_state=mode)
     agent = Dreamer(cfg, out_dir=tmp_path)
+    seen: list[torch.Tensor] = []  # what the decoder network reads as its state
+    hook = agent.nets.parts["decoder"].register_forward_hook(
+        lambda module, args, out: seen.append(args[0].detach()))  # fmt: skip
     agent.run()
+    hook.remove()
     assert agent.updates > 0
     C, K = cfg.num_categoricals, cfg.num_classes
+    z_dec = torch.cat([z.reshape(-1, C, K) for z in seen])
+    one_hot = bool(((z_dec == 0) | (z_dec == 1)).all())
+    assert one_hot == (mode == "mixed")  # "mixed": the decoder reads a sample of the latent
+    torch.testing.assert_close(z_dec.sum(-1), torch.ones(z_dec.shape[:-1]))
     # the filtered latent the policy carries: probabilities, not one-hot, and no sampling noise
     env = make_agent_env(cfg.task, pixels=True, batch_size=[2], max_steps=cfg.max_steps,
                          action_repeat=1, seed=3,
@@ -683,7 +692,7 @@ def test_agent_with_categorical_probabilities_as_its_latent(tmp_path):
     torch.testing.assert_close(one[1], two[1])
     agent.close()
     resumed = Dreamer.resume(tmp_path)
-    assert resumed.config.categorical_state == "probs"
+    assert resumed.config.categorical_state == mode
     _assert_same(_flat_state(resumed), _flat_state(agent))
     resumed.close()
     with pytest.raises(ValueError, match="categorical_state"):

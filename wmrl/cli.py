@@ -164,9 +164,10 @@ def _add_dreamer_parser(sub) -> None:
                    help="observations seen at once, stacked along the channels (default 1)")
     p.add_argument("--reconstruct", choices=("all", "newest"), default=None,
                    help="with --frame-stack, what the decoder reconstructs (default all)")
-    p.add_argument("--categorical-state", choices=("sample", "probs"), default=None,
-                   help="v3: the latent passes on one-hot samples (default) or their "
-                        "probabilities (no sampling noise)")  # fmt: skip
+    p.add_argument("--categorical-state", choices=("sample", "probs", "mixed"), default=None,
+                   help="v3: the latent passes on one-hot samples (default), their "
+                        "probabilities, or probabilities read through a sample by the decoder "
+                        "and reward head")  # fmt: skip
     p.add_argument("--exploration-bonus", type=float, default=None,
                    help="weight of the ensemble-disagreement bonus (Plan2Explore; 0: off)")
     p.add_argument("--action-noise", type=float, default=None,

@@ -68,13 +68,17 @@ from wmrl.agents.distributed import (
     broadcast_parameters,
     init_distributed,
 )
-from wmrl.agents.dreamer_modules import DreamerNets, DreamerSizes, make_dreamer_nets
+from wmrl.agents.dreamer_modules import (
+    CATEGORICAL_STATES,
+    DreamerNets,
+    DreamerSizes,
+    make_dreamer_nets,
+)
 from wmrl.agents.dreamer_objective import ACTOR_DISTS, ACTOR_GRADIENTS, DreamerObjective
 from wmrl.agents.envs import episode_length, make_env, newest_observation, stack_observations
 from wmrl.agents.exploration import DisagreementEnsemble
 from wmrl.agents.replay import SequenceReplay
 from wmrl.rssm import DreamerModelLoss, DreamerV3ModelLoss, DreamerV3ValueLoss, DreamerValueLoss
-from wmrl.rssm.categorical import STATE_MODES
 from wmrl.rssm.imagination import frozen
 from wmrl.search import PolicySearch
 
@@ -113,7 +117,9 @@ class DreamerConfig(DreamerSizes):
         categorical_state: what the DreamerV3 latent passes on to the dynamics, the decoder, the
             heads, the actor and the critic: ``"sample"`` (one-hot samples, the paper's) or
             ``"probs"`` (their probabilities: a latent without sampling noise,
-            :func:`~wmrl.rssm.categorical.categorical_state`).
+            :func:`~wmrl.rssm.categorical.categorical_state`) or ``"mixed"`` (probabilities, but
+            the decoder and the reward head read a sample of them,
+            :class:`~wmrl.agents.dreamer_modules.SampledLatent`).
         num_envs: environments stepped together per collector process (built-in tasks).
         collector_workers: collector processes (``> 1``: TorchRL's ``MultiSyncCollector``).
         env_steps: budget in environment steps (including repeats).
@@ -346,8 +352,8 @@ class DreamerConfig(DreamerSizes):
             raise ValueError(f"actor_dist must be one of {ACTOR_DISTS}, got {self.actor_dist!r}")
         if self.reconstruct not in ("all", "newest"):
             raise ValueError(f"reconstruct must be 'all' or 'newest', got {self.reconstruct!r}")
-        if self.categorical_state not in STATE_MODES:
-            raise ValueError(f"categorical_state must be one of {STATE_MODES}, "
+        if self.categorical_state not in CATEGORICAL_STATES:
+            raise ValueError(f"categorical_state must be one of {CATEGORICAL_STATES}, "
                              f"got {self.categorical_state!r}")  # fmt: skip
         if self.version == 1 and self.categorical_state != "sample":
             raise ValueError("categorical_state applies to version 3 (v1's latent is Gaussian)")

@@ -57,6 +57,7 @@ from wmrl.rssm import (
     two_hot_decode,
 )
 from wmrl.rssm.actor import sampling_actions
+from wmrl.rssm.functional import straight_through_one_hot
 
 __all__ = [
     "DreamerSizes",
@@ -303,6 +304,37 @@ class RSSMPolicy(TensorDictModuleBase):
         return tensordict
 
 
+#: What a DreamerV3 latent passes on (:func:`make_dreamer_nets`' ``categorical_state``).
+CATEGORICAL_STATES = ("sample", "probs", "mixed")
+
+
+class SampledLatent(nn.Module):
+    """A head that reads a one-hot sample of a categorical latent given as probabilities.
+
+    ``forward(state [*B, C * K], belief [*B, H])`` draws one class per categorical from the
+    probabilities ``state`` (straight-through gradients, DreamerV2's Alg. 1) and calls the
+    wrapped ``net`` on the sample. With ``categorical_state="mixed"`` the decoder and the reward
+    head read the latent this way, so reconstructing through a sample keeps the posterior sharp
+    and its KL terms a measure of what it carries, while the recurrence, the actor and the critic
+    read the probabilities, free of sampling noise.
+
+    >>> head = SampledLatent(lambda z, h: z, num_categoricals=2, num_classes=3)
+    >>> z = head(torch.tensor([[0.0, 1.0, 0.0, 0.5, 0.0, 0.5]]), torch.zeros(1, 4))
+    >>> z[0, :3].tolist(), z[0, 3:].sum().item(), z[0, 4].item()
+    ([0.0, 1.0, 0.0], 1.0, 0.0)
+    """
+
+    def __init__(self, net: Any, num_categoricals: int, num_classes: int) -> None:
+        super().__init__()
+        self.net, self.shape = net, (num_categoricals, num_classes)
+
+    def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        """The wrapped head on a one-hot sample of ``state``'s categoricals."""
+        probs = state.unflatten(-1, self.shape)  # [*B, C, K]
+        uniform = torch.rand(probs.shape[:-1], dtype=probs.dtype, device=probs.device)
+        return self.net(straight_through_one_hot(probs, uniform).flatten(-2), belief)
+
+
 class CentredEncoder(nn.Module):
     """Dreamer's pixel preprocessing in front of an encoder: frames in ``[0, 1]`` enter it as
     ``x - 1/2`` (Hafner et al. 2019, whose code feeds ``obs / 255 - 0.5``).
@@ -397,7 +429,9 @@ def make_dreamer_nets(
             entries of the vector observation (``None``: all of it; e.g. 3 for the newest of
             ``k`` stacked frames).
         categorical_state: v3 only: what the categorical latent passes on, ``"sample"``
-            (one-hot samples) or ``"probs"`` (:func:`~wmrl.rssm.categorical.categorical_state`).
+            (one-hot samples), ``"probs"`` (their probabilities,
+            :func:`~wmrl.rssm.categorical.categorical_state`) or ``"mixed"`` (probabilities,
+            read through a sample by the decoder and the reward head, :class:`SampledLatent`).
 
     Example:
         >>> nets = make_dreamer_nets(3, 1, "observation", obs_dim=3, sizes=DreamerSizes(
@@ -459,20 +493,28 @@ def make_dreamer_nets(
         actor_std: dict[str, Any] = {"std_bias": 5.0, "std_min_val": 1e-4}
     else:
         C, K = sizes.num_categoricals, sizes.num_classes
+        if categorical_state not in CATEGORICAL_STATES:
+            raise ValueError(f"categorical_state must be one of {CATEGORICAL_STATES}, "
+                             f"got {categorical_state!r}")  # fmt: skip
+        mode = "sample" if categorical_state == "sample" else "probs"
         prior = RSSMPriorV3(None, sizes.hidden_dim, H, C, K, action_dim=action_dim, device=device,
-                            state_mode=categorical_state)  # fmt: skip
+                            state_mode=mode)  # fmt: skip
         posterior = RSSMPosteriorV3(sizes.hidden_dim, C, K, rnn_hidden_dim=H, obs_embed_dim=embed,
-                                    device=device, state_mode=categorical_state)  # fmt: skip
+                                    device=device, state_mode=mode)  # fmt: skip
         prior_out = [(*nxt, "prior_logits"), "_", (*nxt, "belief")]
         post_out = [(*nxt, "posterior_logits"), (*nxt, "state")]
         step_out = ["_", "state", "belief"]
         reward = _mlp(3, latent, sizes.num_bins, sizes, device, zero_init_output=True)
+        reward_in: nn.Module = reward
+        if categorical_state == "mixed":  # the heads that train the latent read a sample of it
+            reward_in = SampledLatent(reward, C, K)
+            decode_obs = SampledLatent(decode_obs, C, K)
         decode = TwoHotDecode(sizes.num_bins, device=device)
         reward_modules = [
-            TensorDictModule(reward, ["state", "belief"], ["reward_logits"]),
+            TensorDictModule(reward_in, ["state", "belief"], ["reward_logits"]),
             TensorDictModule(decode, ["reward_logits"], ["reward"]),
         ]
-        reward_seq = [TensorDictModule(reward, [(*nxt, "state"), (*nxt, "belief")],
+        reward_seq = [TensorDictModule(reward_in, [(*nxt, "state"), (*nxt, "belief")],
                                        [(*nxt, "reward_logits")])]  # fmt: skip
         value_head = _mlp(3, latent, sizes.num_bins, sizes, device, zero_init_output=True)
         value = TensorDictSequential(
