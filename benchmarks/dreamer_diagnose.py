@@ -175,10 +175,13 @@ def main() -> None:
         probs = unimix_probs(torch.stack(logits[-T:], 1), 0.01)  # [E, T, C, K]
         entropy = -(probs * probs.log()).sum(-1).mean()
         print(f"  categorical latent ({c.categorical_state}): posterior entropy "
-              f"{entropy:.3f} nats per categorical (log K = {math.log(probs.shape[-1]):.2f}); "
-              "probe RMSE from the sample / from the probabilities, each with h:")  # fmt: skip
+              f"{entropy:.3f} nats per categorical (log K = {math.log(probs.shape[-1]):.2f})")
         soft = torch.cat([probs.flatten(-2), tr["next", "belief"]], -1)  # [E, T, C K + H]
+        if c.categorical_state == "sample":  # else the carried state is the probabilities
+            print("  probe RMSE from the sample / from the probabilities, each with h:")
         for name, y in [("cos θ", theta.cos()), ("sin θ", theta.sin()), ("θ̇", theta_dot)]:
+            if c.categorical_state != "sample":
+                break
             rmse = []
             for x in (feat, soft):
                 for fit in (ridge_residuals, mlp_residuals):
