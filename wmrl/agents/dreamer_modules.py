@@ -314,9 +314,11 @@ class SampledLatent(nn.Module):
     ``forward(state [*B, C * K], belief [*B, H])`` draws one class per categorical from the
     probabilities ``state`` (straight-through gradients, DreamerV2's Alg. 1) and calls the
     wrapped ``net`` on the sample. With ``categorical_state="mixed"`` the decoder and the reward
-    head read the latent this way, so reconstructing through a sample keeps the posterior sharp
-    and its KL terms a measure of what it carries, while the recurrence, the actor and the critic
-    read the probabilities, free of sampling noise.
+    head read the latent this way, meant to press the posterior to be sharp (a reconstruction
+    through a sample is only good when the sample is predictable), while the recurrence, the
+    actor and the critic read the probabilities, free of sampling noise. On the pixel pendulum
+    the posterior nevertheless ended broader than a sampled one (``docs/benchmarks.md``,
+    eleventh series).
 
     >>> head = SampledLatent(lambda z, h: z, num_categoricals=2, num_classes=3)
     >>> z = head(torch.tensor([[0.0, 1.0, 0.0, 0.5, 0.0, 0.5]]), torch.zeros(1, 4))
