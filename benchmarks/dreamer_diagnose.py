@@ -1,6 +1,6 @@
 """What a pendulum Dreamer checkpoint's world model knows: linear probes and open-loop rewards.
 
-Two measurements on fresh episodes of the built-in pendulum (``true_state = [θ̇, θ]``):
+Three measurements on fresh episodes of the built-in pendulum (``true_state = [θ̇, θ]``):
 
 1. **Linear probes.** Ridge regressions from the filtered latents ``[s_t, h_t]`` (the policy's own
    posterior, on 16 episodes of the training policy) to ``cos θ``, ``sin θ``, ``θ̇`` and the
@@ -130,10 +130,11 @@ def main() -> None:
             return env.rollout(c.max_steps // c.action_repeat, actor, break_when_any_done=False)
 
     # 1. linear probes on the training policy's episodes (v3: the posterior's logits recorded)
+    posterior = nets.parts["posterior"]
     logits: list[torch.Tensor] = []
     hook = None
     if c.version == 3:
-        hook = nets.parts["posterior"].register_forward_hook(
+        hook = posterior.register_forward_hook(
             lambda module, inputs, out: logits.append(out[0]))  # fmt: skip
     tr = episodes(False, policy, args.start_angle)
     if hook is not None:
@@ -144,6 +145,7 @@ def main() -> None:
     half = EPISODES // 2
     T = feat.shape[1]
     print("linear probes of the filtered latent (R² and RMSE on held-out episodes):")
+    linear: dict[str, torch.Tensor] = {}  # residuals [N - split] of each probe
     for name, y, x in [
         ("cos θ", theta.cos(), feat),
         ("sin θ", theta.sin(), feat),
@@ -154,8 +156,7 @@ def main() -> None:
         resid = ridge_residuals(x.flatten(0, 1), y.flatten(), split)  # [N - split]
         r2, rmse = r2_rmse(resid, y.flatten()[split:])
         print(f"  {name:12s} {r2:.3f}  {rmse:.3f}")
-        if name == "θ̇":
-            linear = resid
+        linear[name] = resid
     # the θ̇ probe's error by speed: frames ``dt`` apart alias a rotation above π / dt
     x, y = feat.flatten(0, 1), theta_dot.flatten()
     mlp = mlp_residuals(x, y, split=half * T)  # [N - split]
@@ -168,25 +169,23 @@ def main() -> None:
         m = (speed >= lo) & (speed < hi)
         if m.any():
             share = float(m.double().mean())
-            rmse = [float(r[m].pow(2).mean().sqrt()) for r in (linear, mlp)]
+            rmse = [float(r[m].pow(2).mean().sqrt()) for r in (linear["θ̇"], mlp)]
             print(f"    {lo:4.0f}-{hi:<4.0f} rad/s: {rmse[0]:6.2f} {rmse[1]:6.2f}"
                   f"  ({share:.0%} of the steps)")  # fmt: skip
     if logits:  # v3: what sampling the categoricals loses (the probabilities are its mean)
-        probs = unimix_probs(torch.stack(logits[-T:], 1), 0.01)  # [E, T, C, K]
+        probs = unimix_probs(torch.stack(logits[-T:], 1), posterior.unimix)  # [E, T, C, K]
         entropy = -(probs * probs.log()).sum(-1).mean()
         print(f"  categorical latent ({c.categorical_state}): posterior entropy "
               f"{entropy:.3f} nats per categorical (log K = {math.log(probs.shape[-1]):.2f})")
-        soft = torch.cat([probs.flatten(-2), tr["next", "belief"]], -1)  # [E, T, C K + H]
-        if c.categorical_state == "sample":  # else the carried state is the probabilities
-            print("  probe RMSE from the sample / from the probabilities, each with h:")
+    if logits and c.categorical_state == "sample":  # else the carried state is the probabilities
+        soft = torch.cat([probs.flatten(-2), tr["next", "belief"]], -1).flatten(0, 1)
+        print("  probe RMSE from the sample / from the probabilities, each with h:")
         for name, y in [("cos θ", theta.cos()), ("sin θ", theta.sin()), ("θ̇", theta_dot)]:
-            if c.categorical_state != "sample":
-                break
-            rmse = []
-            for x in (feat, soft):
-                for fit in (ridge_residuals, mlp_residuals):
-                    rmse.append(r2_rmse(fit(x.flatten(0, 1), y.flatten(), half * T),
-                                        y.flatten()[half * T :])[1])  # fmt: skip
+            y = y.flatten()
+            from_sample = [linear[name], mlp if name == "θ̇" else
+                           mlp_residuals(feat.flatten(0, 1), y, half * T)]  # fmt: skip
+            from_probs = [fit(soft, y, half * T) for fit in (ridge_residuals, mlp_residuals)]
+            rmse = [r2_rmse(r, y[half * T :])[1] for r in from_sample + from_probs]
             print(f"    {name:6s} linear {rmse[0]:.3f} / {rmse[2]:.3f}, "
                   f"MLP {rmse[1]:.3f} / {rmse[3]:.3f}")  # fmt: skip
     cost = -float(tr["next", "reward"].mean()) / c.action_repeat
@@ -232,7 +231,6 @@ def main() -> None:
         print(f"  {name:32s} {step_err:13.3f}  {sum_err:11.2f}  {real.sum(1).std():19.2f}")
 
     # 3. v3: does the policy act better on the posterior's probabilities than on its sample?
-    posterior = nets.parts["posterior"]
     if c.version == 3 and c.categorical_state == "sample":
         print("deterministic policy (cost per env step), the filter passing on the posterior's")
         for mode in ("sample", "probs"):

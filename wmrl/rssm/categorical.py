@@ -65,16 +65,14 @@ def categorical_state(
     >>> categorical_state(logits, 0.0, torch.tensor([[0.7]])).sum().item()  # one-hot
     1.0
     """
-    if mode == "sample":
-        return sample_categorical_state(logits, unimix, uniform)
-    if mode == "probs":
+    if _check_mode(mode, "mode") == "probs":
         return unimix_probs(logits, unimix).flatten(-2)  # [*B, C * K]
-    raise ValueError(f"mode must be one of {STATE_MODES}, got {mode!r}")
+    return sample_categorical_state(logits, unimix, uniform)
 
 
-def _check_mode(mode: str) -> str:
+def _check_mode(mode: str, name: str = "state_mode") -> str:
     if mode not in STATE_MODES:
-        raise ValueError(f"state_mode must be one of {STATE_MODES}, got {mode!r}")
+        raise ValueError(f"{name} must be one of {STATE_MODES}, got {mode!r}")
     return mode
 
 
