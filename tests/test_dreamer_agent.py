@@ -768,11 +768,17 @@ def test_config_validation():
         _cfg(frame_stack=0).validate()
     with pytest.raises(ValueError, match="free_bits"):
         _cfg(free_bits=-0.1).validate()
+    with pytest.raises(ValueError, match="free_bits_dynamic"):
+        _cfg(version=3, free_bits_dynamic=-0.1).validate()
+    with pytest.raises(ValueError, match="version 3"):
+        _cfg(version=1, free_bits_dynamic=0.0).validate()
 
 
 def test_kl_floors_reach_the_model_losses():
     assert Dreamer(_cfg(version=3)).model_loss.free_bits == 1.0  # the paper's
     assert Dreamer(_cfg(version=3, free_bits=0.1)).model_loss.free_bits == 0.1
+    assert Dreamer(_cfg(version=3)).model_loss.free_bits_dynamic is None
+    assert Dreamer(_cfg(version=3, free_bits_dynamic=0.0)).model_loss.free_bits_dynamic == 0.0
     assert Dreamer(_cfg(version=1, free_nats=2.0)).model_loss.free_nats == 2.0
 
 

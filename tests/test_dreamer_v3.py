@@ -104,6 +104,13 @@ def test_model_loss_options_change_the_result_as_documented():
     big = categorical_kl(o["posterior_logits"], o["prior_logits"]).max().item() + 1
     out, _ = DreamerV3ModelLoss(wm, **{**base, "free_bits": big})(td)
     torch.testing.assert_close(out["loss_model_kl"], torch.tensor((0.5 + 0.1) * big))
+    # a floor of the dynamics term alone: the prior's term unclamped, the posterior's clamped
+    out, _ = DreamerV3ModelLoss(wm, **{**base, "free_bits": big, "free_bits_dynamic": 0.0})(td)
+    torch.testing.assert_close(out["kl_dynamic"], kl)
+    torch.testing.assert_close(out["kl_representation"], torch.tensor(big))
+    torch.testing.assert_close(out["loss_model_kl"], 0.5 * kl + 0.1 * big)
+    with pytest.raises(ValueError, match="separate"):
+        DreamerV3ModelLoss(wm, kl_mode="balanced", free_bits_dynamic=0.0)
     # no symlog: plain squared error; l1
     out, _ = DreamerV3ModelLoss(wm, reco_symlog=False, reco_loss="l1", **base)(td)
     err = (td["next", "pixels"] - o["reco_pixels"]).abs().sum((-3, -2, -1)).mean()

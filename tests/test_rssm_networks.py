@@ -171,6 +171,11 @@ def test_unimix_and_categorical_kl_terms_against_torchrl():
     dyn, rep = kl_dynamics_representation(qq, pp, 0.0, 0.0)
     expected = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
     assert dyn.item() == pytest.approx(expected, abs=1e-6) and rep.item() == pytest.approx(expected)
+    # a floor of the dynamics term alone: L_dyn unclamped, L_rep still at the floor
+    dyn, rep = kl_dynamics_representation(qq, pp, 1.0, 0.0, free_bits_dynamic=0.0)
+    assert dyn.item() == pytest.approx(expected, abs=1e-6) and rep.item() == 1.0
+    dyn, rep = kl_dynamics_representation(qq, pp, 0.0, 0.0, free_bits_dynamic=0.5)
+    assert dyn.item() == 0.5 and rep.item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_dynamics_and_representation_terms_train_different_sides():

@@ -139,6 +139,10 @@ class DreamerConfig(DreamerSizes):
         gamma, lmbda: discount and lambda of the returns.
         free_nats: KL floor of the Dreamer v1 loss, in nats (the whole latent's KL, averaged).
         free_bits: KL floor of the DreamerV3 loss, in nats, per time step (1 in the paper).
+        free_bits_dynamic: floor of its dynamics term alone, the one that trains the prior
+            (``None``: ``free_bits``). ``0`` keeps training the prior below the floor, which a
+            latent of probabilities (``categorical_state="probs"``) needs: its KL can sit below
+            the floor while the prior's probabilities still miss the posterior's.
         entropy_bonus: ``η`` of the actor's entropy bonus (``None``: 3e-4 for v3, as DreamerV3,
             0 for v1, which has none).
         entropy_target: adapt ``η`` so that the imagined policy's mean entropy per step
@@ -211,6 +215,7 @@ class DreamerConfig(DreamerSizes):
     lmbda: float = 0.95
     free_nats: float = 3.0
     free_bits: float = 1.0
+    free_bits_dynamic: float | None = None
     entropy_bonus: float | None = None
     entropy_target: float | None = None
     entropy_lr: float = 0.01
@@ -359,6 +364,10 @@ class DreamerConfig(DreamerSizes):
             raise ValueError("categorical_state applies to version 3 (v1's latent is Gaussian)")
         if self.entropy_bonus is not None and self.entropy_bonus < 0:
             raise ValueError(f"entropy_bonus must be >= 0, got {self.entropy_bonus}")
+        if self.free_bits_dynamic is not None and self.free_bits_dynamic < 0:
+            raise ValueError(f"free_bits_dynamic must be >= 0, got {self.free_bits_dynamic}")
+        if self.version == 1 and self.free_bits_dynamic is not None:
+            raise ValueError("free_bits_dynamic applies to version 3 (v1 has free_nats)")
         if self.free_nats < 0 or self.free_bits < 0:
             raise ValueError(f"free_nats and free_bits must be >= 0, got {self.free_nats}, "
                              f"{self.free_bits}")  # fmt: skip
@@ -574,7 +583,7 @@ class Dreamer:
         if v3:
             self.model_loss: Any = DreamerV3ModelLoss(
                 nets.world_model, reco_symlog=not c.pixels, num_reward_bins=c.num_bins,
-                free_bits=c.free_bits,
+                free_bits=c.free_bits, free_bits_dynamic=c.free_bits_dynamic,
             )
             self.value_loss: Any = DreamerV3ValueLoss(
                 nets.value, value_loss="two_hot", gamma=c.gamma, num_value_bins=c.num_bins

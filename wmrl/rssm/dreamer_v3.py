@@ -97,6 +97,8 @@ class DreamerV3ModelLoss(LossModule):
         unimix: uniform mixture of the KL distributions.
         kl_alpha: balancing weight (``"balanced"``).
         free_bits: KL floor in nats.
+        free_bits_dynamic: floor of the dynamics term alone (``"separate"``; ``None``:
+            ``free_bits``).
         reco_loss: ``"l2"`` or ``"l1"``.
         reco_symlog: compare ``symlog`` of target and prediction.
         reward_two_hot: two-hot reward logits (else a scalar prediction, symlog MSE).
@@ -158,6 +160,7 @@ class DreamerV3ModelLoss(LossModule):
         unimix: float = 0.01,
         kl_alpha: float = 0.8,
         free_bits: float = 1.0,
+        free_bits_dynamic: float | None = None,
         reco_loss: str = "l2",
         reco_symlog: bool = True,
         reward_two_hot: bool = True,
@@ -178,6 +181,9 @@ class DreamerV3ModelLoss(LossModule):
             free_bits,
             unimix,
         )
+        if free_bits_dynamic is not None and kl_mode != "separate":
+            raise ValueError("free_bits_dynamic applies to kl_mode='separate'")
+        self.free_bits_dynamic = free_bits_dynamic
         self.lambda_dynamic, self.lambda_representation = lambda_dynamic, lambda_representation
         self.reco_loss, self.reco_symlog, self.global_average = (
             reco_loss,
@@ -207,7 +213,9 @@ class DreamerV3ModelLoss(LossModule):
                 f"{tuple(prior.shape)} and {tuple(post.shape)}"
             )
         if self.kl_mode == "separate":
-            dyn, rep = kl_dynamics_representation(post, prior, self.free_bits, self.unimix)
+            dyn, rep = kl_dynamics_representation(
+                post, prior, self.free_bits, self.unimix, self.free_bits_dynamic
+            )
             kl = self.lambda_dynamic * dyn + self.lambda_representation * rep
             out.set("kl_dynamic", dyn.detach())
             out.set("kl_representation", rep.detach())

@@ -147,6 +147,7 @@ def kl_dynamics_representation(
     prior_logits: torch.Tensor,
     free_bits: float = 1.0,
     unimix: float = 0.01,
+    free_bits_dynamic: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DreamerV3's dynamics and representation losses (Hafner et al. 2023, Eq. 5).
 
@@ -158,6 +159,9 @@ def kl_dynamics_representation(
         posterior_logits, prior_logits: ``[*B, C, K]``.
         free_bits: lower clamp in nats (1 in the paper).
         unimix: uniform mixture applied to both distributions.
+        free_bits_dynamic: the clamp of ``L_dyn`` alone (``None``: ``free_bits``, the paper's).
+            ``0`` trains the prior towards the posterior however close it already is, while
+            ``L_rep`` still leaves the posterior ``free_bits`` nats of room.
 
     Returns:
         ``(L_dyn, L_rep)``, scalars.
@@ -170,7 +174,8 @@ def kl_dynamics_representation(
     p = unimix_probs(prior_logits, unimix)  # [*B, C, K]
     dyn = categorical_kl(q.detach(), p)  # [*B]
     rep = categorical_kl(q, p.detach())  # [*B]
-    return dyn.clamp_min(free_bits).mean(), rep.clamp_min(free_bits).mean()
+    dyn_floor = free_bits if free_bits_dynamic is None else free_bits_dynamic
+    return dyn.clamp_min(dyn_floor).mean(), rep.clamp_min(free_bits).mean()
 
 
 def kl_balanced(
