@@ -10,7 +10,10 @@ Three measurements on fresh episodes of the built-in pendulum (``true_state = [�
    categorical latents is coarse. For DreamerV3 the angle and velocity probes are also fitted
    on the posterior's probabilities in place of its one-hot sample: the precision that
    sampling loses. ``--start-angle 3.1416`` starts these episodes upright, for runs trained
-   from there.
+   from there. The same probes read the prior's one-step prediction of each frame's latent
+   (from the previous posterior and the action), next to the posterior's and, as the
+   no-prediction baseline, the previous posterior's: the precision the actor imagines with,
+   over all steps and near the top.
 2. **Open-loop rewards.** From 4 filtered steps, the prior alone predicts 15 more steps under the
    real actions; the predicted rewards against the real ones, per step and summed, in three
    settings: the training policy from the task's start (hanging down), and zero or small random
@@ -188,6 +191,30 @@ def main() -> None:
             rmse = [r2_rmse(r, y[half * T :])[1] for r in from_sample + from_probs]
             print(f"    {name:6s} linear {rmse[0]:.3f} / {rmse[2]:.3f}, "
                   f"MLP {rmse[1]:.3f} / {rmse[3]:.3f}")  # fmt: skip
+    # the prior's one-step prediction, read by the probes fitted on the posterior
+    with torch.no_grad():
+        prior_feat = []
+        for t in range(T - 1):
+            step = TensorDict({"state": tr["next", "state"][:, t],
+                               "belief": tr["next", "belief"][:, t],
+                               "action": tr["action"][:, t]}, [EPISODES])  # fmt: skip
+            nxt = nets.imagination_env.step(step)["next"]
+            prior_feat.append(torch.cat([nxt["state"], nxt["belief"]], -1))
+    prior_feat = torch.stack(prior_feat, 1)  # [E, T - 1, S + H], frames 1..T-1
+    n = (EPISODES - half) * (T - 1)
+    x = torch.cat([feat[:, 1:].flatten(0, 1), prior_feat[half:].flatten(0, 1),
+                   feat[half:, :-1].flatten(0, 1)])  # fmt: skip
+    near_top = (theta[half:, 1:].cos() < -0.9).flatten()  # [n], within about 0.45 rad of the top
+    print(f"  one step ahead: probe RMSE from the posterior / the prior / the previous posterior "
+          f"(no prediction), all steps and the {int(near_top.sum())} of {n} near the top:")
+    for name, y in [("cos θ", theta.cos()), ("sin θ", theta.sin()), ("θ̇", theta_dot)]:
+        y = y[:, 1:]  # [E, T - 1]
+        yy = torch.cat([y.flatten(), y[half:].flatten(), y[half:].flatten()])
+        for kind, fit in (("linear", ridge_residuals), ("MLP", mlp_residuals)):
+            parts = fit(x, yy, half * (T - 1)).split(n)  # [n] each
+            all_steps = " / ".join(f"{r.pow(2).mean().sqrt():.3f}" for r in parts)
+            top = " / ".join(f"{r[near_top].pow(2).mean().sqrt():.3f}" for r in parts)
+            print(f"    {name:6s} {kind:6s} {all_steps};  near the top {top}")
     cost = -float(tr["next", "reward"].mean()) / c.action_repeat
     print(f"  (training policy: cost per env step {cost:.3f}, "
           f"mean |θ̇| {theta_dot.abs().mean():.2f} rad/s over {T} steps)")  # fmt: skip
