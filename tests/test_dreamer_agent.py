@@ -804,10 +804,11 @@ def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys, monkeypatch):
     assert json.loads((out / "config.json").read_text())["entropy_bonus"] is None  # v3: 3e-4
     resume = ["dreamer", "--out", str(out), "--resume", "--env-steps", "36", "--no-progress",
               "--no-plots", "--entropy-bonus", "0.003", "--entropy-target", "-1",
-              "--release-memory"]  # fmt: skip
+              "--free-bits-dynamic", "0", "--release-memory"]  # fmt: skip
     assert main(resume) == 0
     assert retained == [1]
     records = json.loads((out / "records.json").read_text())
     assert [r["env_steps"] for r in records] == [0, 24, 36]
     config = json.loads((out / "config.json").read_text())
     assert config["entropy_bonus"] == 0.003 and config["entropy_target"] == -1.0
+    assert config["free_bits_dynamic"] == 0.0
