@@ -107,6 +107,9 @@ def main() -> None:
     c = DreamerConfig(**state["config"])
     if not c.task.startswith("pendulum"):
         raise SystemExit(f"needs a pendulum run, got task {c.task!r}")
+    if c.max_steps // c.action_repeat <= CONTEXT + HORIZON:
+        raise SystemExit(f"needs episodes of more than {CONTEXT + HORIZON} agent steps, the run "
+                         f"has {c.max_steps // c.action_repeat}")  # fmt: skip
     obs_key = "pixels" if c.pixels else "observation"
     probe_env = make_env(c.task, pixels=c.pixels, max_steps=c.max_steps, seed=0)
     obs_dim = None if c.pixels else int(probe_env.observation_spec[obs_key].shape[-1])
@@ -213,7 +216,8 @@ def main() -> None:
         for kind, fit in (("linear", ridge_residuals), ("MLP", mlp_residuals)):
             parts = fit(x, yy, half * (T - 1)).split(n)  # [n] each
             all_steps = " / ".join(f"{r.pow(2).mean().sqrt():.3f}" for r in parts)
-            top = " / ".join(f"{r[near_top].pow(2).mean().sqrt():.3f}" for r in parts)
+            top = (" / ".join(f"{r[near_top].pow(2).mean().sqrt():.3f}" for r in parts)
+                   if near_top.any() else "none")  # fmt: skip
             print(f"    {name:6s} {kind:6s} {all_steps};  near the top {top}")
     cost = -float(tr["next", "reward"].mean()) / c.action_repeat
     print(f"  (training policy: cost per env step {cost:.3f}, "
