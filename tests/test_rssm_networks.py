@@ -176,6 +176,12 @@ def test_unimix_and_categorical_kl_terms_against_torchrl():
     assert dyn.item() == pytest.approx(expected, abs=1e-6) and rep.item() == 1.0
     dyn, rep = kl_dynamics_representation(qq, pp, 0.0, 0.0, free_bits_dynamic=0.5)
     assert dyn.item() == 0.5 and rep.item() == pytest.approx(expected, abs=1e-6)
+    # below the floor only the unclamped term gives the prior a gradient
+    for floor, trained in ((None, False), (0.0, True)):
+        prior = pp.clone().requires_grad_()
+        dyn, _ = kl_dynamics_representation(qq, prior, 1.0, 0.0, free_bits_dynamic=floor)
+        dyn.backward()
+        assert bool(prior.grad.abs().sum() > 0) == trained
 
 
 def test_dynamics_and_representation_terms_train_different_sides():
