@@ -167,7 +167,7 @@ def main() -> None:
     x, y = feat.flatten(0, 1), theta_dot.flatten()
     mlp = mlp_residuals(x, y, split=half * T)  # [N - split]
     speed = y[half * T :].abs()
-    dt = 0.1 * c.action_repeat  # the built-in pendulum's dt, times the repeat
+    dt = probe_env.base_env.dt * c.action_repeat  # the time between the agent's frames
     print(f"  θ̇ probe RMSE by |θ̇|, linear and MLP (frames {dt:g} s apart alias above "
           f"{math.pi / dt:.1f} rad/s):")  # fmt: skip
     edges = (0.0, 2.0, 5.0, 10.0, 15.0, math.inf)
@@ -195,15 +195,12 @@ def main() -> None:
             print(f"    {name:6s} linear {rmse[0]:.3f} / {rmse[2]:.3f}, "
                   f"MLP {rmse[1]:.3f} / {rmse[3]:.3f}")  # fmt: skip
     # the prior's one-step prediction, read by the probes fitted on the posterior
-    with torch.no_grad():
-        prior_feat = []
-        for t in range(T - 1):
-            step = TensorDict({"state": tr["next", "state"][:, t],
-                               "belief": tr["next", "belief"][:, t],
-                               "action": tr["action"][:, t]}, [EPISODES])  # fmt: skip
-            nxt = nets.imagination_env.step(step)["next"]
-            prior_feat.append(torch.cat([nxt["state"], nxt["belief"]], -1))
-    prior_feat = torch.stack(prior_feat, 1)  # [E, T - 1, S + H], frames 1..T-1
+    with torch.no_grad():  # every step at once: the model-based env steps any batch
+        start = TensorDict({"state": tr["next", "state"][:, :-1],
+                            "belief": tr["next", "belief"][:, :-1],
+                            "action": tr["action"][:, :-1]}, [EPISODES, T - 1])  # fmt: skip
+        nxt = nets.imagination_env.step(start.reshape(-1))["next"]  # [E (T - 1)]
+    prior_feat = torch.cat([nxt["state"], nxt["belief"]], -1).unflatten(0, (EPISODES, T - 1))
     n = (EPISODES - half) * (T - 1)
     x = torch.cat([feat[:, 1:].flatten(0, 1), prior_feat[half:].flatten(0, 1),
                    feat[half:, :-1].flatten(0, 1)])  # fmt: skip

@@ -58,7 +58,7 @@ def main() -> None:
         ep = env.rollout(c.max_steps // c.action_repeat, policy, break_when_any_done=False)
     theta = ep["true_state"][..., 1]  # [E, T], the angle each frame shows
     cost = -ep["next", "reward"][..., 0].mean(1) / c.action_repeat  # [E], per env step
-    dt = 0.1 * c.action_repeat  # the built-in pendulum's step, times the repeat
+    dt = env.base_env.dt * c.action_repeat  # the time between the agent's frames
     t = torch.arange(theta.shape[1]) * dt  # [T]
     updates, steps = state["counters"]["updates"], state["counters"]["env_steps"]
     title = (f"Dreamer v{c.version}, pixels, deterministic policy after {updates:,} updates "
