@@ -271,6 +271,45 @@ def test_replay_sequences_are_consecutive_within_episodes(tmp_path):
     rb2.load(tmp_path / "copy")
     torch.manual_seed(0)
     assert (rb2.sample() == batch).all()
+    # the writer's cursor came back too: the next episode overwrites the same slots in both
+    for r in (rb, rb2):
+        r.extend(_episodes(4, 1, L))
+    assert rb.buffer.writer.state_dict() == rb2.buffer.writer.state_dict()
+    torch.manual_seed(1)
+    batch = rb.sample()
+    torch.manual_seed(1)
+    assert (rb2.sample() == batch).all()
+    # a copy written by TorchRL's dumps (earlier versions of save) still loads
+    rb.buffer.dumps(str(tmp_path / "dumps"))
+    rb3 = SequenceReplay(35, T, B, "observation", tmp_path / "live3", episode_length=L)
+    rb3.load(tmp_path / "dumps")
+    torch.manual_seed(1)
+    assert (rb3.sample() == batch).all()
+    with pytest.raises(RuntimeError, match="empty replay"):
+        rb3.load(tmp_path / "copy")
+
+
+def test_replay_copy_holds_only_the_filled_rows(tmp_path):
+    """A checkpoint's copy grows with the data collected, not with the capacity."""
+    rb = SequenceReplay(1000, 3, 2, "pixels", tmp_path / "live", episode_length=5)
+    empty = tmp_path / "empty"
+    rb.save(empty)
+    rb.extend(_episodes(0, 2, 5, pixels=True))  # 10 steps of [3, 4, 4] uint8 frames
+    rb.save(tmp_path / "copy")
+    assert (tmp_path / "copy" / "rows" / "pixels.memmap").stat().st_size == 10 * 3 * 4 * 4
+    rb2 = SequenceReplay(1000, 3, 2, "pixels", tmp_path / "live2", episode_length=5)
+    rb2.load(tmp_path / "copy")
+    assert len(rb2) == 10 and rb2.buffer.writer.state_dict() == rb.buffer.writer.state_dict()
+    assert (rb2.buffer.storage.get(slice(0, 10)) == rb.buffer.storage.get(slice(0, 10))).all()
+    rb3 = SequenceReplay(1000, 3, 2, "pixels", tmp_path / "live3", episode_length=5)
+    rb3.load(empty)
+    assert len(rb3) == 0
+    small = SequenceReplay(5, 3, 2, "pixels", tmp_path / "small", episode_length=5)
+    with pytest.raises(ValueError, match="capacity"):
+        small.load(tmp_path / "copy")
+    torch.save({"format": "other"}, tmp_path / "empty" / "replay.pt")
+    with pytest.raises(ValueError, match="format"):
+        rb3.load(empty)
 
 
 def test_replay_pixels_become_float_images_and_bad_input_is_rejected(tmp_path):
