@@ -294,8 +294,10 @@ def test_replay_copy_holds_only_the_filled_rows(tmp_path):
     rb = SequenceReplay(1000, 3, 2, "pixels", tmp_path / "live", episode_length=5)
     empty = tmp_path / "empty"
     rb.save(empty)
-    rb.extend(_episodes(0, 2, 5, pixels=True))  # 10 steps of [3, 4, 4] uint8 frames
+    rb.extend(_episodes(0, 1, 5, pixels=True))
     rb.save(tmp_path / "copy")
+    rb.extend(_episodes(1, 1, 5, pixels=True))  # 10 steps of [3, 4, 4] uint8 frames
+    rb.save(tmp_path / "copy")  # over the earlier copy
     assert (tmp_path / "copy" / "rows" / "pixels.memmap").stat().st_size == 10 * 3 * 4 * 4
     rb2 = SequenceReplay(1000, 3, 2, "pixels", tmp_path / "live2", episode_length=5)
     rb2.load(tmp_path / "copy")
