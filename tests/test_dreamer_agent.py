@@ -309,7 +309,10 @@ def test_replay_copy_holds_only_the_filled_rows(tmp_path):
     small = SequenceReplay(5, 3, 2, "pixels", tmp_path / "small", episode_length=5)
     with pytest.raises(ValueError, match="capacity"):
         small.load(tmp_path / "copy")
-    torch.save({"format": "other"}, tmp_path / "empty" / "replay.pt")
+    (empty / "replay.pt").unlink()  # as a save cut short leaves it
+    with pytest.raises(FileNotFoundError):
+        rb3.load(empty)
+    torch.save({"format": "other"}, empty / "replay.pt")
     with pytest.raises(ValueError, match="format"):
         rb3.load(empty)
 

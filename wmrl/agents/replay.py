@@ -28,6 +28,8 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyMemmapStorage, SliceSampler, TensorDictReplayBuffer
 from torchrl.envs import ToTensorImage
 
+from wmrl.agents.checkpoint import load_checkpoint, save_checkpoint
+
 __all__ = ["SequenceReplay"]
 
 _FORMAT = "wmrl-replay-1"  # the layout written by SequenceReplay.save
@@ -155,16 +157,17 @@ class SequenceReplay:
         """Copy the filled rows and the writer's state to the directory ``path``.
 
         The ring buffer fills slots ``0, 1, ...`` before it wraps, so the filled rows are always
-        the first ``len(self)``.
+        the first ``len(self)``. ``replay.pt`` is removed first and written last, atomically:
+        a copy cut short by an interruption has none and is refused by :meth:`load`.
         """
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        (path / "replay.pt").unlink(missing_ok=True)
         n = len(self.buffer)
         if n:
             rows = self.buffer.storage.get(slice(0, n))  # [n] memory-mapped views
             rows.memmap(path / "rows", copy_existing=True)
         state = {"format": _FORMAT, "len": n, "writer": self.buffer.writer.state_dict()}
-        torch.save(state, path / "replay.pt")
+        save_checkpoint(path / "replay.pt", state)
 
     def load(self, path: str | Path) -> None:
         """Fill this (empty) buffer from a :meth:`save` directory."""
@@ -174,7 +177,7 @@ class SequenceReplay:
         if (path / "buffer_metadata.json").exists():  # a copy written by TorchRL's dumps
             self.buffer.loads(str(path))
             return
-        state = torch.load(path / "replay.pt", map_location="cpu", weights_only=True)
+        state = load_checkpoint(path / "replay.pt")
         if state.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a replay copy of format {_FORMAT!r}")
         n = state["len"]
