@@ -104,3 +104,14 @@ def test_dreamer_agent_runs_on_a_dm_control_task(tmp_path):
     final = [r for r in agent.records if r.policy == "agent"][-1]
     assert 0 <= final.eval_return <= 1000  # dm_control rewards are in [0, 1] per step
     assert (tmp_path / "checkpoint.pt").exists()
+
+
+def test_uniform_start_angles_reach_the_built_in_task_and_not_dm_control():
+    env = make_env("pendulum-swingup", pixels=False, batch_size=[2000], seed=0,
+                   uniform_start_angles=True)  # fmt: skip
+    cos = env.reset()["observation"][:, 2]  # [θ̇, sin θ, cos θ]
+    assert cos.min() < -0.99 and cos.max() > 0.99  # upright and hanging starts
+    plain = make_env("pendulum-swingup", pixels=False, batch_size=[2000], seed=0)
+    assert plain.reset()["observation"][:, 2].min() > 0.9
+    with pytest.raises(ValueError, match="built-in"):
+        make_env("dmc:pendulum-swingup", pixels=False, uniform_start_angles=True)

@@ -600,6 +600,24 @@ def test_records_separate_evaluation_from_training_and_the_random_baseline():
     assert agent.summary().startswith("env steps: 24")
 
 
+def test_exploring_starts_reach_training_episodes_and_not_evaluation():
+    agent = Dreamer(_cfg(version=3, exploring_starts=True, env_steps=24))
+    collector = agent._make_collector()
+    assert collector.env.base_env.uniform_start_angles  # training episodes
+    collector.shutdown()
+    assert not agent.eval_env.base_env.uniform_start_angles  # the task's own start
+    assert agent.eval_env.reset()["true_state"][..., 1].abs().max() < 1.0
+    many = agent._env_fn([4000], seed=0, collect=True)().reset()["true_state"][..., 1]
+    assert many.abs().max() > 3.0 and many.abs().min() < 0.1
+    agent.run()
+    assert agent.env_steps == 24
+    plain = Dreamer(_cfg(version=3))
+    assert plain._env_fn([4000], seed=0, collect=True)().reset()["true_state"][..., 1].abs(
+    ).max() < 1.0  # fmt: skip
+    with pytest.raises(ValueError, match="built-in"):
+        Dreamer(_cfg(exploring_starts=True), env_fn=lambda batch_size, seed: None)
+
+
 def test_agent_runs_on_a_user_environment_with_float_frames():
     from torchrl.envs import ActionScaling, Compose, ToTensorImage, TransformedEnv
 
@@ -816,6 +834,8 @@ def test_config_validation():
         _cfg(version=3, free_bits_dynamic=-0.1).validate()
     with pytest.raises(ValueError, match="version 3"):
         _cfg(version=1, free_bits_dynamic=0.0).validate()
+    with pytest.raises(ValueError, match="exploring_starts"):
+        _cfg(task="dmc:pendulum-swingup", exploring_starts=True).validate()
 
 
 def test_kl_floors_reach_the_model_losses():
@@ -848,14 +868,14 @@ def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys, monkeypatch):
     assert json.loads((out / "config.json").read_text())["entropy_bonus"] is None  # v3: 3e-4
     resume = ["dreamer", "--out", str(out), "--resume", "--env-steps", "36", "--no-progress",
               "--no-plots", "--entropy-bonus", "0.003", "--entropy-target", "-1",
-              "--free-bits-dynamic", "0", "--release-memory"]  # fmt: skip
+              "--free-bits-dynamic", "0", "--exploring-starts", "--release-memory"]  # fmt: skip
     assert main(resume) == 0
     assert retained == [1]
     records = json.loads((out / "records.json").read_text())
     assert [r["env_steps"] for r in records] == [0, 24, 36]
     config = json.loads((out / "config.json").read_text())
     assert config["entropy_bonus"] == 0.003 and config["entropy_target"] == -1.0
-    assert config["free_bits_dynamic"] == 0.0
+    assert config["free_bits_dynamic"] == 0.0 and config["exploring_starts"] is True
 
 
 def test_pendulum_checkpoint_scripts_run(tmp_path, monkeypatch, capsys):

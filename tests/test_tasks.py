@@ -285,6 +285,31 @@ def test_start_distribution_and_noise(cls):
 
 
 @pytest.mark.parametrize("cls", TASKS)
+def test_uniform_start_angles(cls):
+    """Exploring starts: the angle ~ U[-π, π) (mean 0, variance π²/3, checked to 5 s.e.), the
+    other dimensions still N(0, 0.1²); the task's own start description is unchanged."""
+    n = 100_000
+    env = cls(batch_size=[n], dtype=F64, seed=0, uniform_start_angles=True)
+    s = env.reset()["true_state"]  # [n, D]
+    (a,) = cls.angle_dims
+    angle = s[:, a]
+    assert angle.min() >= -math.pi and angle.max() < math.pi
+    var = math.pi**2 / 3  # of U[-π, π); var of the sample variance (4/45) π⁴ / n
+    assert angle.mean().abs() < 5 * (var / n) ** 0.5
+    assert (angle.var() - var).abs() < 5 * (4 / 45 * math.pi**4 / n) ** 0.5
+    assert (angle.abs() > 3).float().mean() > 0.04  # upright starts occur (4.5%)
+    others = [d for d in range(s.shape[-1]) if d != a]
+    rest = s[:, others]
+    assert (rest.mean(0).abs() < 5 * 0.1 / n**0.5).all()
+    assert ((rest.var(0) - 0.01).abs() < 5 * 0.01 * (2 / n) ** 0.5).all()
+    torch.testing.assert_close(env.task_info.start_cov, 0.01 * torch.eye(s.shape[-1], dtype=F64))
+    again = cls(batch_size=[n], dtype=F64, seed=0, uniform_start_angles=True)
+    assert torch.equal(again.reset()["true_state"], s)  # seeded
+    plain = cls(batch_size=[n], dtype=F64, seed=0).reset()["true_state"]
+    assert plain[:, a].abs().max() < 1.0  # off by default: N(0, 0.1²)
+
+
+@pytest.mark.parametrize("cls", TASKS)
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 def test_dtype_preserved(cls, dtype):
     env = cls(batch_size=[2], dtype=dtype, seed=0)

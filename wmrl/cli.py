@@ -183,6 +183,9 @@ def _add_dreamer_parser(sub) -> None:
                    help="actor gradient: through the model's dynamics, or REINFORCE")
     p.add_argument("--actor-dist", default=None, choices=["tanh_normal", "bounded_normal"],
                    help="actor distribution: tanh-Gaussian (default) or DreamerV3's bounded Normal")
+    p.add_argument("--exploring-starts", action="store_true", default=None,
+                   help="built-in tasks: training episodes start at uniformly random angles "
+                        "(evaluation keeps the task's start)")  # fmt: skip
     p.add_argument("--actor-lr", type=float, default=None)
     p.add_argument("--value-lr", type=float, default=None)
     p.add_argument("--model-lr", type=float, default=None)
@@ -218,7 +221,7 @@ def _dreamer(args: argparse.Namespace) -> int:
              "frame_stack", "reconstruct", "categorical_state", "free_bits_dynamic", "num_envs",
              "collector_workers", "eval_every", "eval_episodes", "checkpoint_every",
              "precision", "device", "exploration_bonus", "action_noise", "entropy_bonus",
-             "entropy_target",
+             "entropy_target", "exploring_starts",
              "actor_gradient", "actor_dist", "actor_lr", "value_lr", "model_lr")  # fmt: skip
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.no_progress:

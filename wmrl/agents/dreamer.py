@@ -167,6 +167,10 @@ class DreamerConfig(DreamerSizes):
             configuration, 0 for v3, which explores through its entropy bonus; evaluation is
             always noise-free).
         eval_every: environment steps between evaluations.
+        exploring_starts: built-in tasks: training episodes start at angles drawn uniformly
+            from ``[-π, π)`` (as dm_control's pendulum swing-up does), so the data show the
+            upright states early; evaluation episodes keep the task's own start (hanging
+            down), so the evaluated task is unchanged.
         eval_episodes: evaluation episodes (deterministic policy, own environment and seeds).
         checkpoint_every: environment steps between checkpoints (``0``: only at the end).
         precision: ``"auto"`` (bfloat16 autocast on CUDA devices that support it, else
@@ -225,6 +229,7 @@ class DreamerConfig(DreamerSizes):
     action_noise: float | None = None
     actor_gradient: str = "dynamics"
     actor_dist: str = "tanh_normal"
+    exploring_starts: bool = False
     eval_every: int = 5_000
     eval_episodes: int = 5
     checkpoint_every: int = 5_000
@@ -377,6 +382,8 @@ class DreamerConfig(DreamerSizes):
             raise ValueError(f"entropy_target must be finite, got {self.entropy_target}")
         if self.action_noise is not None and self.action_noise < 0:
             raise ValueError(f"action_noise must be >= 0, got {self.action_noise}")
+        if self.exploring_starts and self.task.startswith("dmc:"):
+            raise ValueError("exploring_starts is for the built-in tasks, not dm_control's")
         L = episode_length(self.task, self.max_steps, self.action_repeat)
         if L < self.seq_len + 1:
             raise ValueError(
@@ -424,6 +431,7 @@ def make_agent_env(
     primer_sizes: tuple[int, int, int],
     device: str = "cpu",
     frame_stack: int = 1,
+    uniform_start_angles: bool = False,
 ) -> TransformedEnv:
     """:func:`~wmrl.agents.envs.make_env` plus the zero-at-reset recurrent entries of the
     agent's policy (``state``, ``belief``, ``prev_action`` of sizes ``primer_sizes``), with
@@ -438,7 +446,8 @@ def make_agent_env(
     True
     """
     env = make_env(task, pixels=pixels, batch_size=batch_size, max_steps=max_steps,
-                   action_repeat=action_repeat, seed=seed, device=device)  # fmt: skip
+                   action_repeat=action_repeat, seed=seed, device=device,
+                   uniform_start_angles=uniform_start_angles)  # fmt: skip
     stack_observations(env, "pixels" if pixels else "observation", frame_stack)
     env.append_transform(_primer(primer_sizes))
     return env
@@ -534,6 +543,9 @@ class Dreamer:
         self.obs_key = "pixels" if c.pixels else "observation"
         self.episode_len = episode_length(c.task, c.max_steps, c.action_repeat)
 
+        if env_fn is not None and c.exploring_starts:
+            raise ValueError("exploring_starts is for the built-in tasks; a user's env_fn sets "
+                             "its own start distribution")  # fmt: skip
         if env_fn is None:
             probe = make_env(c.task, pixels=c.pixels, max_steps=c.max_steps,
                              action_repeat=c.action_repeat, seed=c.seed)  # fmt: skip
@@ -644,7 +656,9 @@ class Dreamer:
         base = (self.config.seed * 1_000_003 + self.dist.rank) * 4 + salt
         return base * 1_000_003 + iteration + 1
 
-    def _env_fn(self, batch_size: list[int], seed: int) -> Any:
+    def _env_fn(self, batch_size: list[int], seed: int, collect: bool = False) -> Any:
+        """A builder of the real environment; ``collect``: for training episodes, which start
+        anywhere on the circle under ``exploring_starts`` (evaluation never does)."""
         c = self.config
         if self.user_env_fn is not None:
             return partial(wrap_agent_env, self.user_env_fn, batch_size, seed,
@@ -654,6 +668,7 @@ class Dreamer:
             make_agent_env, c.task, pixels=c.pixels, batch_size=batch_size,
             max_steps=c.max_steps, action_repeat=c.action_repeat, seed=seed,
             primer_sizes=self._primer_sizes, frame_stack=c.frame_stack,
+            uniform_start_angles=collect and c.exploring_starts,
         )  # fmt: skip
 
     def _prefill_steps(self) -> int:
@@ -668,10 +683,10 @@ class Dreamer:
                       init_random_frames=random_frames, storing_device="cpu",
                       auto_register_policy_transforms=False)  # fmt: skip
         if c.collector_workers == 1:
-            env = self._env_fn([c.num_envs], self._seed(-1, salt=2))()
+            env = self._env_fn([c.num_envs], self._seed(-1, salt=2), collect=True)()
             return Collector(env, self.nets.policy, **kwargs)
         fns = [
-            self._env_fn([c.num_envs], self._seed(-1 - i, salt=2))
+            self._env_fn([c.num_envs], self._seed(-1 - i, salt=2), collect=True)
             for i in range(c.collector_workers)
         ]
         return MultiSyncCollector(fns, self.nets.policy, cat_results="stack", **kwargs)

@@ -189,6 +189,7 @@ def make_env(
     action_repeat: int = 1,
     seed: int = 0,
     device: torch.device | str | None = None,
+    uniform_start_angles: bool = False,
 ) -> TransformedEnv:
     """The agent's view of a task (see the module docstring).
 
@@ -202,9 +203,13 @@ def make_env(
         action_repeat: environment steps per agent action.
         seed: seeds the environment.
         device: where the environment's tensors live.
+        uniform_start_angles: built-in tasks only: episodes start at angles drawn uniformly
+            from ``[-π, π)`` (exploring starts; see
+            :class:`~wmrl.envs.tasks.base.SwingUpTask`).
 
     Raises:
-        ValueError: an unknown task, or ``action_repeat`` that does not divide ``max_steps``.
+        ValueError: an unknown task, ``action_repeat`` that does not divide ``max_steps``, or
+            ``uniform_start_angles`` on a dm_control task.
 
     Example: two cart-poles, whose angle becomes ``(sin θ, cos θ)`` (4 -> 5 entries), driven by
     actions in ``[-1, 1]``; and one pendulum seen as 64x64 frames.
@@ -230,6 +235,8 @@ def make_env(
             f"got {action_repeat}"
         )
     if task.startswith("dmc:"):
+        if uniform_start_angles:
+            raise ValueError("uniform_start_angles is for the built-in tasks, not dm_control's")
         batch = tuple(batch_size)
         if not batch:
             env = _dm_control(task, pixels, seed, device)
@@ -244,8 +251,8 @@ def make_env(
         from wmrl.agents.pilco import make_task
 
         base = make_task(task, batch_size=list(batch_size), from_pixels=pixels,
-                         pixels_only=pixels, max_steps=max_steps, seed=seed,
-                         device=device)  # fmt: skip
+                         pixels_only=pixels, max_steps=max_steps, seed=seed, device=device,
+                         uniform_start_angles=uniform_start_angles)  # fmt: skip
         env = TransformedEnv(base)
         if not pixels and base.angle_dims:
             env.append_transform(AngleFeatures(base.angle_dims))

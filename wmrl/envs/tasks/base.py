@@ -107,6 +107,10 @@ class SwingUpTask(EnvBase, abc.ABC):
         substeps: RK4 steps per control period.
         observation_noise_std: measurement-noise standard deviation.
         start_std: standard deviation of each start-state dimension (mean 0).
+        uniform_start_angles: draw the angle dimensions of the start state uniformly from
+            ``[-π, π)`` instead (the others stay ``N(start_mean, start_cov)``), as dm_control's
+            pendulum swing-up starts its episodes: exploring starts for an agent's training
+            episodes. ``start_mean``/``start_cov`` still describe the task's own start.
         seed: seed of the environment's generator (drawn from torch's global RNG if ``None``).
         run_type_checks: let TorchRL validate every step against the specs (slow).
 
@@ -159,6 +163,7 @@ class SwingUpTask(EnvBase, abc.ABC):
         substeps: int = 10,
         observation_noise_std: float = 0.01,
         start_std: float = 0.1,
+        uniform_start_angles: bool = False,
         seed: int | None = None,
         run_type_checks: bool = False,
     ) -> None:
@@ -180,6 +185,7 @@ class SwingUpTask(EnvBase, abc.ABC):
         self.dt = float(dt)
         self.substeps = int(substeps)
         self.observation_noise_std = float(observation_noise_std)
+        self.uniform_start_angles = bool(uniform_start_angles)
         self.solved_steps = max(1, round(1.0 / self.dt))  # the last second of the episode
         D = len(self.state_names)
         kw = {"dtype": dtype, "device": self.device}
@@ -325,12 +331,18 @@ class SwingUpTask(EnvBase, abc.ABC):
         return out
 
     def sample_start(self, batch_shape: Sequence[int]) -> torch.Tensor:
-        """Start states ``[*batch_shape, D]`` drawn from ``N(start_mean, start_cov)``."""
+        """Start states ``[*batch_shape, D]`` drawn from ``N(start_mean, start_cov)``, with the
+        angle dimensions uniform on ``[-π, π)`` where ``uniform_start_angles`` is set."""
         D = self.start_mean.shape[-1]
-        eps = torch.randn((*batch_shape, D), generator=self.rng, dtype=self.dtype,
-                          device=self.device)  # [*B, D]
+        kw = {"generator": self.rng, "dtype": self.dtype, "device": self.device}
+        eps = torch.randn((*batch_shape, D), **kw)  # [*B, D]
         L = torch.linalg.cholesky(self.start_cov)  # [D, D]
-        return self.start_mean + eps @ L.transpose(-1, -2)  # [*B, D]
+        state = self.start_mean + eps @ L.transpose(-1, -2)  # [*B, D]
+        if self.uniform_start_angles and self.angle_dims:
+            dims = list(self.angle_dims)
+            u = torch.rand((*batch_shape, len(dims)), **kw)  # [*B, A]
+            state[..., dims] = (2 * u - 1) * torch.pi
+        return state
 
     def _output(self, state: torch.Tensor, steps: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {"true_state": state, "elapsed_steps": steps}
