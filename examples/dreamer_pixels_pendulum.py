@@ -8,7 +8,8 @@ upright, in [-1, 0] per step. A uniformly random policy scores a cost of about 1
 pendulum hangs); a policy that swings up within 3 s and balances scores about 0.3.
 
 The settings are those measured to swing the pendulum up and hold it from pixels on 2 CPU cores
-on seed 0 (seeds 1 and 2 swing it up but keep it spinning; ``docs/benchmarks.md``, twelfth
+on seed 0 (seeds 1 and 2 swing it up but keep it spinning; with exploring starts seed 1 holds
+it and seeds 0 and 2 do not swing up; ``docs/benchmarks.md``, twelfth and thirteenth
 series of the Dreamer agent): DreamerV3 with the ``small``
 networks, no action repeat, the last three frames stacked with only the newest reconstructed,
 a latent that passes on its categoricals' probabilities, the prior trained below the KL floor
