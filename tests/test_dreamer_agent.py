@@ -616,6 +616,11 @@ def test_exploring_starts_reach_training_episodes_and_not_evaluation():
     ).max() < 1.0  # fmt: skip
     with pytest.raises(ValueError, match="built-in"):
         Dreamer(_cfg(exploring_starts=True), env_fn=lambda batch_size, seed: None)
+    half = Dreamer(_cfg(version=3, exploring_starts=0.5))
+    starts = half._env_fn([4000], seed=0, collect=True)().reset()["true_state"][..., 1]
+    far = (starts.abs() > 1).float().mean()  # 0.5 (π - 1)/π = 0.341, s.e. 0.0075
+    assert (far - 0.5 * (math.pi - 1) / math.pi).abs() < 0.04
+    assert half.eval_env.base_env.uniform_start_angles == 0.0
 
 
 def test_agent_runs_on_a_user_environment_with_float_frames():
@@ -836,6 +841,8 @@ def test_config_validation():
         _cfg(version=1, free_bits_dynamic=0.0).validate()
     with pytest.raises(ValueError, match="exploring_starts"):
         _cfg(task="dmc:pendulum-swingup", exploring_starts=True).validate()
+    with pytest.raises(ValueError, match="fraction"):
+        _cfg(exploring_starts=1.5).validate()
 
 
 def test_kl_floors_reach_the_model_losses():
@@ -875,7 +882,11 @@ def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys, monkeypatch):
     assert [r["env_steps"] for r in records] == [0, 24, 36]
     config = json.loads((out / "config.json").read_text())
     assert config["entropy_bonus"] == 0.003 and config["entropy_target"] == -1.0
-    assert config["free_bits_dynamic"] == 0.0 and config["exploring_starts"] is True
+    assert config["free_bits_dynamic"] == 0.0 and config["exploring_starts"] == 1.0
+    from wmrl.cli import build_parser
+
+    parsed = build_parser().parse_args(["dreamer", "--out", "x", "--exploring-starts", "0.5"])
+    assert parsed.exploring_starts == 0.5  # a mixture of starts
 
 
 def test_pendulum_checkpoint_scripts_run(tmp_path, monkeypatch, capsys):

@@ -310,6 +310,25 @@ def test_uniform_start_angles(cls):
 
 
 @pytest.mark.parametrize("cls", TASKS)
+def test_uniform_start_angles_mixture(cls):
+    """A fraction p = 0.3 of exploring starts: each episode's angle is uniform with probability
+    p, else N(0, 0.1²). |θ| > 1 happens only for uniform starts (N(0, 0.1²) reaches it with
+    probability ~1e-23), with probability p (π - 1)/π; checked to 5 binomial s.e."""
+    n, p = 100_000, 0.3
+    env = cls(batch_size=[n], dtype=F64, seed=0, uniform_start_angles=p)
+    (a,) = cls.angle_dims
+    angle = env.reset()["true_state"][:, a]
+    q = p * (math.pi - 1) / math.pi
+    assert ((angle.abs() > 1).double().mean() - q).abs() < 5 * (q * (1 - q) / n) ** 0.5
+    near = angle[angle.abs() < 0.5]  # the task's own starts, plus uniform ones near 0
+    assert near.numel() > (1 - p) * n * 0.99
+    assert env.uniform_start_angles == p
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="uniform_start_angles"):
+            cls(uniform_start_angles=bad)
+
+
+@pytest.mark.parametrize("cls", TASKS)
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 def test_dtype_preserved(cls, dtype):
     env = cls(batch_size=[2], dtype=dtype, seed=0)

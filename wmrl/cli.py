@@ -183,9 +183,11 @@ def _add_dreamer_parser(sub) -> None:
                    help="actor gradient: through the model's dynamics, or REINFORCE")
     p.add_argument("--actor-dist", default=None, choices=["tanh_normal", "bounded_normal"],
                    help="actor distribution: tanh-Gaussian (default) or DreamerV3's bounded Normal")
-    p.add_argument("--exploring-starts", action="store_true", default=None,
-                   help="built-in tasks: training episodes start at uniformly random angles "
-                        "(evaluation keeps the task's start)")  # fmt: skip
+    p.add_argument("--exploring-starts", type=float, nargs="?", const=1.0, default=None,
+                   metavar="FRACTION",
+                   help="built-in tasks: training episodes start at uniformly random angles, "
+                        "all of them or this fraction (evaluation keeps the task's "
+                        "start)")  # fmt: skip
     p.add_argument("--actor-lr", type=float, default=None)
     p.add_argument("--value-lr", type=float, default=None)
     p.add_argument("--model-lr", type=float, default=None)

@@ -167,10 +167,12 @@ class DreamerConfig(DreamerSizes):
             configuration, 0 for v3, which explores through its entropy bonus; evaluation is
             always noise-free).
         eval_every: environment steps between evaluations.
-        exploring_starts: built-in tasks: training episodes start at angles drawn uniformly
-            from ``[-π, π)`` (as dm_control's pendulum swing-up does), so the data show the
-            upright states early; evaluation episodes keep the task's own start (hanging
-            down), so the evaluated task is unchanged.
+        exploring_starts: built-in tasks: the fraction of training episodes that start at
+            angles drawn uniformly from ``[-π, π)`` (as dm_control's pendulum swing-up does),
+            so the data show the upright states early; ``True`` (``1.0``) for all of them,
+            ``0.5`` for a mixture with the task's own start, each episode drawn independently.
+            Evaluation episodes keep the task's own start (hanging down), so the evaluated
+            task is unchanged.
         eval_episodes: evaluation episodes (deterministic policy, own environment and seeds).
         checkpoint_every: environment steps between checkpoints (``0``: only at the end).
         precision: ``"auto"`` (bfloat16 autocast on CUDA devices that support it, else
@@ -229,7 +231,7 @@ class DreamerConfig(DreamerSizes):
     action_noise: float | None = None
     actor_gradient: str = "dynamics"
     actor_dist: str = "tanh_normal"
-    exploring_starts: bool = False
+    exploring_starts: float = 0.0
     eval_every: int = 5_000
     eval_episodes: int = 5
     checkpoint_every: int = 5_000
@@ -382,6 +384,9 @@ class DreamerConfig(DreamerSizes):
             raise ValueError(f"entropy_target must be finite, got {self.entropy_target}")
         if self.action_noise is not None and self.action_noise < 0:
             raise ValueError(f"action_noise must be >= 0, got {self.action_noise}")
+        if not 0.0 <= float(self.exploring_starts) <= 1.0:
+            raise ValueError("exploring_starts must be a fraction in [0, 1] (True: 1), got "
+                             f"{self.exploring_starts}")  # fmt: skip
         if self.exploring_starts and self.task.startswith("dmc:"):
             raise ValueError("exploring_starts is for the built-in tasks, not dm_control's")
         L = episode_length(self.task, self.max_steps, self.action_repeat)
@@ -431,7 +436,7 @@ def make_agent_env(
     primer_sizes: tuple[int, int, int],
     device: str = "cpu",
     frame_stack: int = 1,
-    uniform_start_angles: bool = False,
+    uniform_start_angles: bool | float = False,
 ) -> TransformedEnv:
     """:func:`~wmrl.agents.envs.make_env` plus the zero-at-reset recurrent entries of the
     agent's policy (``state``, ``belief``, ``prev_action`` of sizes ``primer_sizes``), with
@@ -668,7 +673,7 @@ class Dreamer:
             make_agent_env, c.task, pixels=c.pixels, batch_size=batch_size,
             max_steps=c.max_steps, action_repeat=c.action_repeat, seed=seed,
             primer_sizes=self._primer_sizes, frame_stack=c.frame_stack,
-            uniform_start_angles=collect and c.exploring_starts,
+            uniform_start_angles=float(c.exploring_starts) if collect else 0.0,
         )  # fmt: skip
 
     def _prefill_steps(self) -> int:

@@ -189,7 +189,7 @@ def make_env(
     action_repeat: int = 1,
     seed: int = 0,
     device: torch.device | str | None = None,
-    uniform_start_angles: bool = False,
+    uniform_start_angles: bool | float = False,
 ) -> TransformedEnv:
     """The agent's view of a task (see the module docstring).
 
@@ -204,8 +204,8 @@ def make_env(
         seed: seeds the environment.
         device: where the environment's tensors live.
         uniform_start_angles: built-in tasks only: episodes start at angles drawn uniformly
-            from ``[-π, π)`` (exploring starts; see
-            :class:`~wmrl.envs.tasks.base.SwingUpTask`).
+            from ``[-π, π)`` (exploring starts), every episode (``True``) or each with a
+            probability in ``[0, 1]``; see :class:`~wmrl.envs.tasks.base.SwingUpTask`.
 
     Raises:
         ValueError: an unknown task, ``action_repeat`` that does not divide ``max_steps``, or
@@ -235,7 +235,7 @@ def make_env(
             f"got {action_repeat}"
         )
     if task.startswith("dmc:"):
-        if uniform_start_angles:
+        if float(uniform_start_angles) > 0:
             raise ValueError("uniform_start_angles is for the built-in tasks, not dm_control's")
         batch = tuple(batch_size)
         if not batch:

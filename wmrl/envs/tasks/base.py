@@ -110,7 +110,9 @@ class SwingUpTask(EnvBase, abc.ABC):
         uniform_start_angles: draw the angle dimensions of the start state uniformly from
             ``[-π, π)`` instead (the others stay ``N(start_mean, start_cov)``), as dm_control's
             pendulum swing-up starts its episodes: exploring starts for an agent's training
-            episodes. ``start_mean``/``start_cov`` still describe the task's own start.
+            episodes. ``True`` (or ``1.0``) for every episode; a number ``p`` in ``[0, 1]`` for
+            a mixture, each episode uniform with probability ``p`` and from the task's own
+            start otherwise. ``start_mean``/``start_cov`` still describe the task's own start.
         seed: seed of the environment's generator (drawn from torch's global RNG if ``None``).
         run_type_checks: let TorchRL validate every step against the specs (slow).
 
@@ -163,7 +165,7 @@ class SwingUpTask(EnvBase, abc.ABC):
         substeps: int = 10,
         observation_noise_std: float = 0.01,
         start_std: float = 0.1,
-        uniform_start_angles: bool = False,
+        uniform_start_angles: bool | float = False,
         seed: int | None = None,
         run_type_checks: bool = False,
     ) -> None:
@@ -175,6 +177,9 @@ class SwingUpTask(EnvBase, abc.ABC):
             raise ValueError(f"max_steps and substeps must be >= 1, got {max_steps}, {substeps}")
         if not (dt > 0 and observation_noise_std >= 0 and start_std >= 0):
             raise ValueError("dt must be > 0, observation_noise_std and start_std >= 0")
+        if not 0.0 <= float(uniform_start_angles) <= 1.0:
+            raise ValueError("uniform_start_angles must be a bool or a probability in [0, 1], "
+                             f"got {uniform_start_angles}")  # fmt: skip
         device = torch.device("cpu") if device is None else torch.device(device)
         super().__init__(device=device, batch_size=torch.Size(batch_size),
                          run_type_checks=run_type_checks)
@@ -185,7 +190,7 @@ class SwingUpTask(EnvBase, abc.ABC):
         self.dt = float(dt)
         self.substeps = int(substeps)
         self.observation_noise_std = float(observation_noise_std)
-        self.uniform_start_angles = bool(uniform_start_angles)
+        self.uniform_start_angles = float(uniform_start_angles)  # probability per episode
         self.solved_steps = max(1, round(1.0 / self.dt))  # the last second of the episode
         D = len(self.state_names)
         kw = {"dtype": dtype, "device": self.device}
@@ -332,16 +337,22 @@ class SwingUpTask(EnvBase, abc.ABC):
 
     def sample_start(self, batch_shape: Sequence[int]) -> torch.Tensor:
         """Start states ``[*batch_shape, D]`` drawn from ``N(start_mean, start_cov)``, with the
-        angle dimensions uniform on ``[-π, π)`` where ``uniform_start_angles`` is set."""
+        angle dimensions uniform on ``[-π, π)`` in each episode with probability
+        ``uniform_start_angles``."""
         D = self.start_mean.shape[-1]
         kw = {"generator": self.rng, "dtype": self.dtype, "device": self.device}
         eps = torch.randn((*batch_shape, D), **kw)  # [*B, D]
         L = torch.linalg.cholesky(self.start_cov)  # [D, D]
         state = self.start_mean + eps @ L.transpose(-1, -2)  # [*B, D]
-        if self.uniform_start_angles and self.angle_dims:
+        p = self.uniform_start_angles
+        if p > 0 and self.angle_dims:
             dims = list(self.angle_dims)
             u = torch.rand((*batch_shape, len(dims)), **kw)  # [*B, A]
-            state[..., dims] = (2 * u - 1) * torch.pi
+            uniform = (2 * u - 1) * torch.pi  # [*B, A]
+            if p < 1:  # a mixture: each episode uniform with probability p
+                pick = torch.rand((*batch_shape, 1), **kw) < p  # [*B, 1]
+                uniform = torch.where(pick, uniform, state[..., dims])
+            state[..., dims] = uniform
         return state
 
     def _output(self, state: torch.Tensor, steps: torch.Tensor) -> dict[str, torch.Tensor]:
