@@ -890,8 +890,9 @@ def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys, monkeypatch):
 
 
 def test_pendulum_checkpoint_scripts_run(tmp_path, monkeypatch, capsys):
-    """``benchmarks/dreamer_episodes.py`` and ``dreamer_diagnose.py`` on a tiny pixel run with
-    stacked frames and a latent of probabilities whose prior is trained below the KL floor."""
+    """``benchmarks/dreamer_episodes.py``, ``dreamer_diagnose.py`` and ``dreamer_actions.py`` on
+    a tiny pixel run with stacked frames and a latent of probabilities whose prior is trained
+    below the KL floor."""
     import runpy
     import sys
     from pathlib import Path
@@ -914,3 +915,14 @@ def test_pendulum_checkpoint_scripts_run(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "one step ahead" in out and "zero torque, from the top" in out
     assert "nan" not in out
+    monkeypatch.setattr(sys, "argv", ["dreamer_actions.py", str(tmp_path), "--episodes", "3"])
+    runpy.run_path(str(bench / "dreamer_actions.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    rows = {line[:36].strip(): line[36:].split() for line in out.splitlines()[-6:]}
+    assert [rows[k][0] for k in ("constant +1", "constant -1", "zero torque")] == [
+        "+1.000", "-1.000", "+0.000"]  # fmt: skip
+    assert rows["actor (closed loop in imagination)"][2] == "-"  # no real counterpart
+    for name, (_, imagined, real, end, ret, far) in rows.items():
+        assert "nan" not in (imagined + end + ret), name
+        if real != "-":  # rewards are minus a saturating cost in [0, 1] per step
+            assert -cfg.horizon <= float(real) <= 0 and 0 <= float(far) <= 1, name
