@@ -17,8 +17,9 @@ pendulum (``true_state = [θ̇, θ]``, ``θ = 0`` hanging down):
    imagined in closed loop, as in training.
 
 If pumping's imagined lambda-return exceeds the actor's, the objective prefers pumping and the
-actor's optimisation is at fault (a saturated ``tanh`` passes little gradient: the actor's mean
-and its ``1 - tanh²`` are printed); if not, the model or the critic is.
+actor's optimisation is at fault (a saturated ``tanh`` passes little gradient: the actor's
+deterministic action and its slope ``d action / d loc`` are printed); if not, the model or the
+critic is.
 
 Usage::
 
@@ -121,9 +122,12 @@ def main() -> None:
 
     with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
         head = nets.actor(start.clone())
-    loc = head["loc"]  # [E, 1]
-    print(f"actor at the start: action {head['action'].mean():+.3f}, loc {loc.mean():+.3f}, "
-          f"scale {head['scale'].mean():.3f}; 1 - tanh²(loc) {(1 - loc.tanh() ** 2).mean():.3f}")
+    loc, a = head["loc"], head["action"]  # [E, 1] each; a the deterministic action
+    slope = 1 - a.square()  # d a / d loc: tanh(loc) (bounded Normal) ...
+    if c.actor_dist == "tanh_normal":  # ... or tanh(m tanh(loc / m)), m = 5
+        slope = slope * (1 - torch.tanh(loc / 5.0).square())
+    print(f"actor at the start: action {a.mean():+.3f}, loc {loc.mean():+.3f}, scale "
+          f"{head['scale'].mean():.3f}; d action / d loc {slope.mean():.4f} (1 at loc = 0)")
 
     programs = {
         "actor (closed loop in imagination)": None,
