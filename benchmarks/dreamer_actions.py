@@ -56,6 +56,7 @@ def main() -> None:
     from wmrl.agents.checkpoint import load_checkpoint
     from wmrl.agents.dreamer import DreamerConfig, make_agent_env
     from wmrl.agents.dreamer_figures import _as_model_input
+    from wmrl.rssm.actor import deterministic_action_slope
     from wmrl.rssm.imagination import evaluate_values
     from wmrl.search import lambda_returns
 
@@ -123,9 +124,7 @@ def main() -> None:
     with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
         head = nets.actor(start.clone())
     loc, a = head["loc"], head["action"]  # [E, 1] each; a the deterministic action
-    slope = 1 - a.square()  # d a / d loc: tanh(loc) (bounded Normal) ...
-    if c.actor_dist == "tanh_normal":  # ... or tanh(m tanh(loc / m)), m = 5
-        slope = slope * (1 - torch.tanh(loc / 5.0).square())
+    slope = deterministic_action_slope(loc, c.actor_dist)  # [E, 1]
     print(f"actor at the start: action {a.mean():+.3f}, loc {loc.mean():+.3f}, scale "
           f"{head['scale'].mean():.3f}; d action / d loc {slope.mean():.4f} (1 at loc = 0)")
 

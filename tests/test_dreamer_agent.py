@@ -597,6 +597,7 @@ def test_records_separate_evaluation_from_training_and_the_random_baseline():
         assert r.eval_cost_per_step == pytest.approx(-r.eval_return / L)
     assert math.isfinite(records[1].train_return)
     assert set(agent.last_losses) >= {"loss_model_kl", "loss_actor", "loss_value"}
+    assert 0 < agent.last_losses["actor_slope"] <= 1  # the actor's tanh, 1 when unsaturated
     assert agent.summary().startswith("env steps: 24")
 
 

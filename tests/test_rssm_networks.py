@@ -21,7 +21,7 @@ from wmrl.rssm import (
     bounded_normal_rsample,
     tanh_normal_rsample,
 )
-from wmrl.rssm.actor import bounded_sigmoid_scale
+from wmrl.rssm.actor import bounded_sigmoid_scale, deterministic_action_slope
 from wmrl.rssm.categorical import categorical_state
 from wmrl.rssm.functional import (
     cumulative_discount,
@@ -322,6 +322,24 @@ def test_bounded_normal_actor_samples_scale_and_gradients():
         DreamerActor(2, in_features=6, scale_mapping="sigmoid")
     with pytest.raises(ValueError, match="std_min_val"):
         DreamerActor(2, in_features=6, scale_mapping="bounded", std_min_val=1.0, std_max_val=0.5)
+
+
+def test_deterministic_action_slope_against_autograd():
+    """``d a / d loc`` of both deterministic actions equals autograd's, in float64, at the
+    centre and deep in the saturation; unknown distributions are refused."""
+    loc = torch.tensor([-8.0, -3.4, -0.5, 0.0, 0.7, 3.4, 8.0], dtype=torch.float64,
+                       requires_grad=True)  # fmt: skip
+    zero = torch.zeros_like(loc)
+    for dist, action in [
+        ("tanh_normal", lambda x: tanh_normal_rsample(x, torch.ones_like(x), zero)),
+        ("bounded_normal", torch.tanh),
+    ]:
+        (grad,) = torch.autograd.grad(action(loc).sum(), loc)  # elementwise: the diagonal
+        slope = deterministic_action_slope(loc.detach(), dist)
+        torch.testing.assert_close(slope, grad, rtol=1e-9, atol=0.0)  # 1 - a² cancels at ±8
+        assert slope[3] == 1.0 and slope[0] < 1e-4  # centre and saturation
+    with pytest.raises(ValueError, match="actor_dist"):
+        deterministic_action_slope(loc, "beta")
 
 
 def test_heads():

@@ -79,6 +79,7 @@ from wmrl.agents.envs import episode_length, make_env, newest_observation, stack
 from wmrl.agents.exploration import DisagreementEnsemble
 from wmrl.agents.replay import SequenceReplay
 from wmrl.rssm import DreamerModelLoss, DreamerV3ModelLoss, DreamerV3ValueLoss, DreamerValueLoss
+from wmrl.rssm.actor import deterministic_action_slope
 from wmrl.rssm.imagination import frozen
 from wmrl.search import PolicySearch
 
@@ -742,6 +743,9 @@ class Dreamer:
         losses = {k: v.detach() for k, v in model_td.items() if k.startswith("loss_")}
         losses["loss_actor"] = torch.tensor(result.history[-1])
         losses["loss_value"] = value_td["loss_value"].detach()
+        # how much gradient reaches the actor through its squashed mean (near 0: saturated)
+        loc = result.trajectory.get("loc").float()  # [B * T, H, A]
+        losses["actor_slope"] = deterministic_action_slope(loc, self.config.actor_dist).mean()
         if self.config.entropy_target is not None:
             losses["entropy_weight"] = self.objective.log_entropy_weight.exp()
         if exploration_loss is not None:

@@ -35,6 +35,7 @@ __all__ = [
     "bounded_normal_rsample",
     "bounded_sigmoid_scale",
     "tanh_normal_rsample",
+    "deterministic_action_slope",
     "biased_softplus_scale",
     "sampling_actions",
 ]
@@ -101,6 +102,33 @@ def tanh_normal_rsample(
     """
     mean = mean_scale * torch.tanh(loc / mean_scale)  # [*B, A]
     return torch.tanh(torch.addcmul(mean, scale, noise))  # [*B, A]
+
+
+def deterministic_action_slope(
+    loc: torch.Tensor, actor_dist: str = "tanh_normal", mean_scale: float = 5.0
+) -> torch.Tensor:
+    """``d a / d loc`` of the deterministic action, elementwise ``[*B, A] -> [*B, A]``: how
+    much of a gradient on the action reaches the actor's network.
+
+    * tanh-Gaussian, ``a = tanh(m tanh(loc / m))``: ``(1 - a²)(1 - tanh²(loc / m))``;
+    * bounded Normal, ``a = tanh(loc)``: ``1 - a²``.
+
+    1 at ``loc = 0``; near 0 when the actor's mean is saturated at a bound, where the
+    reparameterised gradient of the lambda-returns vanishes and the imagined samples of a
+    tanh-Gaussian all lie at the bound.
+
+    >>> deterministic_action_slope(torch.tensor([0.0, 3.4]))
+    tensor([1.0000, 0.0070])
+    """
+    if actor_dist == "bounded_normal":
+        return 1 - torch.tanh(loc).square()
+    if actor_dist != "tanh_normal":
+        raise ValueError(
+            f"actor_dist must be 'tanh_normal' or 'bounded_normal', got {actor_dist!r}"
+        )
+    inner = torch.tanh(loc / mean_scale)  # [*B, A]
+    a = torch.tanh(mean_scale * inner)  # [*B, A]
+    return (1 - a.square()) * (1 - inner.square())
 
 
 class DreamerActor(nn.Module):
