@@ -53,8 +53,7 @@ class Program(TensorDictModule):
 
 
 def main() -> None:
-    from wmrl.agents.checkpoint import load_checkpoint
-    from wmrl.agents.dreamer import DreamerConfig, make_agent_env
+    from wmrl.agents.dreamer import load_trained_nets, make_agent_env
     from wmrl.agents.dreamer_figures import _as_model_input
     from wmrl.rssm.actor import deterministic_action_slope
     from wmrl.rssm.imagination import evaluate_values
@@ -68,8 +67,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
 
-    state = load_checkpoint(args.run_dir / "checkpoint.pt")
-    c = DreamerConfig(**state["config"])
+    c, nets, counters = load_trained_nets(args.run_dir)
     if not c.task.startswith("pendulum"):
         raise SystemExit(f"needs a pendulum run, got task {c.task!r}")
     E, K, H = args.episodes, args.context, c.horizon
@@ -77,13 +75,10 @@ def main() -> None:
         raise SystemExit(f"episodes of {c.max_steps // c.action_repeat} agent steps are shorter "
                          f"than --context + horizon = {K + H}")  # fmt: skip
     obs_key = "pixels" if c.pixels else "observation"
-    obs_dim = None if c.pixels else 3
-    nets = c.make_nets(1, obs_dim)
-    nets.load_state_dict(state["nets"])
     policy = nets.policy
     S, B = policy.state_dim, policy.belief_dim
-    print(f"{args.run_dir}: {state['counters']['updates']} updates, "
-          f"{state['counters']['env_steps']} env steps; horizon {H}, γ {c.gamma}, λ {c.lmbda}")
+    print(f"{args.run_dir}: {counters['updates']} updates, {counters['env_steps']} env steps; "
+          f"horizon {H}, γ {c.gamma}, λ {c.lmbda}")
 
     def real(actor) -> TensorDict:
         env = make_agent_env(c.task, pixels=c.pixels, batch_size=[E], max_steps=c.max_steps,

@@ -88,8 +88,7 @@ def r2_rmse(resid: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
 
 
 def main() -> None:
-    from wmrl.agents.checkpoint import load_checkpoint
-    from wmrl.agents.dreamer import DreamerConfig, make_agent_env
+    from wmrl.agents.dreamer import load_trained_nets, make_agent_env
     from wmrl.agents.dreamer_figures import _as_model_input
     from wmrl.agents.envs import make_env
     from wmrl.rssm.functional import unimix_probs
@@ -103,8 +102,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
 
-    state = load_checkpoint(args.run_dir / "checkpoint.pt")
-    c = DreamerConfig(**state["config"])
+    c, nets, counters = load_trained_nets(args.run_dir)
     if not c.task.startswith("pendulum"):
         raise SystemExit(f"needs a pendulum run, got task {c.task!r}")
     if c.max_steps // c.action_repeat <= CONTEXT + HORIZON:
@@ -112,14 +110,9 @@ def main() -> None:
                          f"has {c.max_steps // c.action_repeat}")  # fmt: skip
     obs_key = "pixels" if c.pixels else "observation"
     probe_env = make_env(c.task, pixels=c.pixels, max_steps=c.max_steps, seed=0)
-    obs_dim = None if c.pixels else int(probe_env.observation_spec[obs_key].shape[-1])
-    nets = c.make_nets(1, obs_dim)
-    nets.load_state_dict(state["nets"])
-    policy = nets.policy
-    policy.action_noise = c.collection_noise()
+    policy = nets.policy  # its noise: the run's collection noise
     S, H = policy.state_dim, policy.belief_dim
-    print(f"{args.run_dir}: {state['counters']['updates']} updates, "
-          f"{state['counters']['env_steps']} env steps")  # fmt: skip
+    print(f"{args.run_dir}: {counters['updates']} updates, {counters['env_steps']} env steps")
 
     def episodes(top: bool, actor, start: float | None = None,
                  exploration: ExplorationType = ExplorationType.RANDOM) -> TensorDict:

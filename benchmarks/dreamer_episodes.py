@@ -26,8 +26,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 
 def main() -> None:
-    from wmrl.agents.checkpoint import load_checkpoint
-    from wmrl.agents.dreamer import DreamerConfig, make_agent_env
+    from wmrl.agents.dreamer import load_trained_nets, make_agent_env
     from wmrl.plots import plot_frame_strip, plt, save_figure
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -42,12 +41,9 @@ def main() -> None:
         raise SystemExit("--episodes and --every must be >= 1")
     torch.set_num_threads(1)
 
-    state = load_checkpoint(args.run_dir / "checkpoint.pt")
-    c = DreamerConfig(**state["config"])
+    c, nets, counters = load_trained_nets(args.run_dir)
     if not (c.task.startswith("pendulum") and c.pixels):
         raise SystemExit(f"needs a pixel pendulum run, got task {c.task!r}, pixels={c.pixels}")
-    nets = c.make_nets(1, None)
-    nets.load_state_dict(state["nets"])
     policy = nets.policy
     env = make_agent_env(c.task, pixels=True, batch_size=[args.episodes], max_steps=c.max_steps,
                          action_repeat=c.action_repeat, seed=args.seed,
@@ -60,7 +56,7 @@ def main() -> None:
     cost = -ep["next", "reward"][..., 0].mean(1) / c.action_repeat  # [E], per env step
     dt = env.base_env.dt * c.action_repeat  # the time between the agent's frames
     t = torch.arange(theta.shape[1]) * dt  # [T]
-    updates, steps = state["counters"]["updates"], state["counters"]["env_steps"]
+    updates, steps = counters["updates"], counters["env_steps"]
     title = (f"Dreamer v{c.version}, pixels, deterministic policy after {updates:,} updates "
              f"({steps:,} env steps)")  # fmt: skip
 

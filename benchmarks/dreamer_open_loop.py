@@ -23,8 +23,7 @@ import torch
 
 
 def main() -> None:
-    from wmrl.agents.checkpoint import load_checkpoint
-    from wmrl.agents.dreamer import DreamerConfig
+    from wmrl.agents.dreamer import load_trained_nets
     from wmrl.agents.dreamer_figures import open_loop_prediction, plot_video_prediction
     from wmrl.agents.envs import make_env, stack_observations
 
@@ -37,16 +36,12 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
 
-    state = load_checkpoint(args.run_dir / "checkpoint.pt")
-    c = DreamerConfig(**state["config"])
+    c, nets, counters = load_trained_nets(args.run_dir)
     if not c.pixels:
         raise SystemExit("the run does not observe pixels")
     env = make_env(c.task, pixels=True, max_steps=c.max_steps, action_repeat=c.action_repeat,
                    seed=args.seed)  # fmt: skip
     env = stack_observations(env, "pixels", c.frame_stack)
-    action_dim = int(env.action_spec.shape[-1])
-    nets = c.make_nets(action_dim)
-    nets.load_state_dict(state["nets"])
     torch.manual_seed(args.seed)
     episode = env.rollout(args.context + args.horizon + 1).select("pixels", "action")
     with torch.no_grad():
@@ -57,7 +52,7 @@ def main() -> None:
     moving = ((real - mean_frame).abs().sum(1, keepdim=True) > 0.1).float()  # [L, 1, H, W]
     object_err = (((real - pred) ** 2).sum(1, keepdim=True) * moving).sum() / moving.sum()
     baseline = (((real - mean_frame) ** 2).sum(1, keepdim=True) * moving).sum() / moving.sum()
-    updates = state["counters"]["updates"]
+    updates = counters["updates"]
     print(f"{args.run_dir}: {updates} updates")
     print(f"squared error per frame (sum over pixels): {per_frame.mean():.1f}")
     print(f"moving-object pixels: model {object_err:.3f}, episode's mean frame {baseline:.3f}")

@@ -890,10 +890,27 @@ def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys, monkeypatch):
     assert parsed.exploring_starts == 0.5  # a mixture of starts
 
 
+def test_load_trained_nets_restores_a_saved_run(tmp_path):
+    """The networks, config and counters of a saved state run come back without the agent."""
+    from wmrl.agents.dreamer import load_trained_nets
+
+    agent = Dreamer(_cfg(version=3, env_steps=24), out_dir=tmp_path)
+    agent.run()
+    agent.close()
+    config, nets, counters = load_trained_nets(tmp_path)
+    assert config == agent.config and counters["updates"] == agent.updates
+    for name, part in agent.nets.parts.items():
+        for (k, v), w in zip(part.state_dict().items(), nets.parts[name].state_dict().values()):
+            assert torch.equal(v.cpu(), w), (name, k)
+    assert nets.policy.action_noise == agent.nets.policy.action_noise
+    with pytest.raises(FileNotFoundError):
+        load_trained_nets(tmp_path / "missing")
+
+
 def test_pendulum_checkpoint_scripts_run(tmp_path, monkeypatch, capsys):
-    """``benchmarks/dreamer_episodes.py``, ``dreamer_diagnose.py`` and ``dreamer_actions.py`` on
-    a tiny pixel run with stacked frames and a latent of probabilities whose prior is trained
-    below the KL floor."""
+    """``benchmarks/dreamer_episodes.py``, ``dreamer_diagnose.py``, ``dreamer_open_loop.py`` and
+    ``dreamer_actions.py`` on a tiny pixel run with stacked frames and a latent of probabilities
+    whose prior is trained below the KL floor."""
     import runpy
     import sys
     from pathlib import Path
@@ -916,6 +933,10 @@ def test_pendulum_checkpoint_scripts_run(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "one step ahead" in out and "zero torque, from the top" in out
     assert "nan" not in out
+    monkeypatch.setattr(sys, "argv", ["dreamer_open_loop.py", str(tmp_path), "--context", "3",
+                                      "--horizon", "4", "--out", str(tmp_path / "ol.png")])
+    runpy.run_path(str(bench / "dreamer_open_loop.py"), run_name="__main__")
+    assert (tmp_path / "ol.png").is_file() and "moving-object pixels" in capsys.readouterr().out
     monkeypatch.setattr(sys, "argv", ["dreamer_actions.py", str(tmp_path), "--episodes", "3"])
     runpy.run_path(str(bench / "dreamer_actions.py"), run_name="__main__")
     out = capsys.readouterr().out

@@ -83,8 +83,8 @@ from wmrl.rssm.actor import deterministic_action_slope
 from wmrl.rssm.imagination import frozen
 from wmrl.search import PolicySearch
 
-__all__ = ["DreamerConfig", "Dreamer", "EvalRecord", "FIXED_ON_RESUME", "make_agent_env",
-           "wrap_agent_env"]  # fmt: skip
+__all__ = ["DreamerConfig", "Dreamer", "EvalRecord", "FIXED_ON_RESUME", "load_trained_nets",
+           "make_agent_env", "wrap_agent_env"]  # fmt: skip
 
 #: Settings a resumed run keeps: they fix the networks' shapes (the sizes, ``version``,
 #: ``frame_stack``, ``reconstruct``, ``ensemble_size``), what their latent means
@@ -424,6 +424,37 @@ class EvalRecord:
     eval_cost_per_step: float
     train_return: float
     wall_s: float
+
+
+def load_trained_nets(
+    run_dir: str | Path,
+) -> tuple[DreamerConfig, DreamerNets, dict[str, int]]:
+    """The configuration, trained networks (on the CPU) and counters (``updates``,
+    ``env_steps``, ...) of a run saved under ``run_dir`` on a built-in or dm_control task,
+    without its collector, replay or optimisers: for evaluating or analysing a trained agent.
+    The action and observation sizes are read off the task's environment.
+
+    Raises:
+        FileNotFoundError: no ``checkpoint.pt`` in ``run_dir``.
+
+    Example (see ``benchmarks/dreamer_actions.py``)::
+
+        config, nets, counters = load_trained_nets("runs/pendulum")
+        env = make_agent_env(config.task, pixels=config.pixels, ...)
+        env.rollout(100, nets.policy)
+    """
+    state = load_checkpoint(Path(run_dir) / "checkpoint.pt")
+    c = DreamerConfig(**state["config"])
+    probe = make_env(c.task, pixels=c.pixels, max_steps=c.max_steps,
+                     action_repeat=c.action_repeat, seed=0)  # fmt: skip
+    obs_key = "pixels" if c.pixels else "observation"
+    action_dim = int(probe.action_spec.shape[-1])
+    obs_dim = None if c.pixels else int(probe.observation_spec[obs_key].shape[-1])
+    probe.close()
+    nets = c.make_nets(action_dim, obs_dim)
+    nets.load_state_dict(state["nets"])
+    nets.policy.action_noise = c.collection_noise()
+    return c, nets, dict(state["counters"])
 
 
 def make_agent_env(
