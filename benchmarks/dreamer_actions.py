@@ -74,7 +74,7 @@ def main() -> None:
     if c.max_steps // c.action_repeat < K + H:
         raise SystemExit(f"episodes of {c.max_steps // c.action_repeat} agent steps are shorter "
                          f"than --context + horizon = {K + H}")  # fmt: skip
-    obs_key = "pixels" if c.pixels else "observation"
+    obs_key = nets.obs_key
     policy = nets.policy
     S, B = policy.state_dim, policy.belief_dim
     print(f"{args.run_dir}: {counters['updates']} updates, {counters['env_steps']} env steps; "

@@ -108,7 +108,7 @@ def main() -> None:
     if c.max_steps // c.action_repeat <= CONTEXT + HORIZON:
         raise SystemExit(f"needs episodes of more than {CONTEXT + HORIZON} agent steps, the run "
                          f"has {c.max_steps // c.action_repeat}")  # fmt: skip
-    obs_key = "pixels" if c.pixels else "observation"
+    obs_key = nets.obs_key
     probe_env = make_env(c.task, pixels=c.pixels, max_steps=c.max_steps, seed=0)
     policy = nets.policy  # its noise: the run's collection noise
     S, H = policy.state_dim, policy.belief_dim

@@ -426,6 +426,14 @@ class EvalRecord:
     wall_s: float
 
 
+def _env_sizes(env: EnvBase, obs_key: str) -> tuple[int, int | None]:
+    """Action entries of ``env`` and, for vector observations (``obs_key`` not ``"pixels"``),
+    observation entries: the sizes the agent's networks are built for."""
+    action_dim = int(env.action_spec.shape[-1])
+    obs_dim = None if obs_key == "pixels" else int(env.observation_spec[obs_key].shape[-1])
+    return action_dim, obs_dim
+
+
 def load_trained_nets(
     run_dir: str | Path,
 ) -> tuple[DreamerConfig, DreamerNets, dict[str, int]]:
@@ -447,9 +455,7 @@ def load_trained_nets(
     c = DreamerConfig(**state["config"])
     probe = make_env(c.task, pixels=c.pixels, max_steps=c.max_steps,
                      action_repeat=c.action_repeat, seed=0)  # fmt: skip
-    obs_key = "pixels" if c.pixels else "observation"
-    action_dim = int(probe.action_spec.shape[-1])
-    obs_dim = None if c.pixels else int(probe.observation_spec[obs_key].shape[-1])
+    action_dim, obs_dim = _env_sizes(probe, "pixels" if c.pixels else "observation")
     probe.close()
     nets = c.make_nets(action_dim, obs_dim)
     nets.load_state_dict(state["nets"])
@@ -588,8 +594,7 @@ class Dreamer:
                              action_repeat=c.action_repeat, seed=c.seed)  # fmt: skip
         else:
             probe = env_fn([], c.seed)
-        self.action_dim = int(probe.action_spec.shape[-1])
-        obs_dim = None if c.pixels else int(probe.observation_spec[self.obs_key].shape[-1])
+        self.action_dim, obs_dim = _env_sizes(probe, self.obs_key)
         probe.close()
 
         torch.manual_seed(c.seed)  # the same initial networks on every rank
