@@ -82,7 +82,8 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         progress=not args.no_progress,
     )
     # given: set (or switched when resuming)
-    for k in ("exploration_bonus", "action_noise", "entropy_bonus", "actor_dist", "entropy_target"):
+    for k in ("exploration_bonus", "action_noise", "entropy_bonus", "actor_dist", "entropy_target",
+              "noise_correlation"):
         if getattr(args, k) is not None:
             overrides[k] = getattr(args, k)
     overrides.update(args.set)  # further DreamerConfig fields, given or switched on resume
@@ -186,6 +187,9 @@ def main() -> None:
                    help="ensemble-disagreement bonus (wmrl.agents.exploration; default 0: off)")
     p.add_argument("--action-noise", type=float, default=None,
                    help="std of the collection noise (default: the version's, 0.3 v1, 0 v3)")
+    p.add_argument("--noise-correlation", type=float, default=None, metavar="RHO",
+                   help="lag-one correlation of the collection noise and the prefill's random "
+                        "actions (default 0: white noise, uniform prefill)")  # fmt: skip
     p.add_argument("--entropy-bonus", type=float, default=None,
                    help="weight of the actor's entropy bonus (default 3e-4 v3, 0 v1)")
     p.add_argument("--entropy-target", type=float, default=None,

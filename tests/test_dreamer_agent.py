@@ -495,6 +495,26 @@ def test_pixel_agent_checkpoints_resumes_and_continues_with_identical_state(tmp_
     assert len(list((tmp_path / "part").glob("replay-[0-9]*"))) == 1
 
 
+def test_agent_with_correlated_noise_resumes_after_its_prefill_identically(tmp_path):
+    cfg = _cfg(version=3, env_steps=48, noise_correlation=0.8, action_noise=0.3)
+    full = Dreamer(cfg, out_dir=tmp_path / "full")
+    full.run()
+    part = Dreamer(cfg, out_dir=tmp_path / "part")
+    part.iterate()  # the correlated prefill, in this process
+    part.iterate()  # the first collection through the collector
+    part.close()
+    del part
+    resumed = Dreamer.resume(tmp_path / "part")
+    assert resumed.config.noise_correlation == 0.8
+    assert resumed.nets.policy.noise_correlation == 0.8
+    resumed.run()
+    _assert_same(_flat_state(resumed), _flat_state(full))
+    n = len(full.replay)
+    assert (resumed.replay.buffer.storage[:n] == full.replay.buffer.storage[:n]).all()
+    resumed.close()
+    full.close()
+
+
 def test_runs_checkpointed_before_the_noise_option_resume_noise_free(tmp_path):
     from wmrl.agents.checkpoint import load_checkpoint, save_checkpoint
 

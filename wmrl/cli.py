@@ -175,6 +175,9 @@ def _add_dreamer_parser(sub) -> None:
                    help="weight of the ensemble-disagreement bonus (Plan2Explore; 0: off)")
     p.add_argument("--action-noise", type=float, default=None,
                    help="std of the Gaussian noise on collected actions (default 0.3 v1, 0 v3)")
+    p.add_argument("--noise-correlation", type=float, default=None, metavar="RHO",
+                   help="lag-one correlation of that noise, an AR(1) process (default 0: white); "
+                        "above 0 the prefill acts with it too")  # fmt: skip
     p.add_argument("--entropy-bonus", type=float, default=None,
                    help="weight of the actor's entropy bonus (default 3e-4 v3, 0 v1)")
     p.add_argument("--entropy-target", type=float, default=None,
@@ -223,7 +226,7 @@ def _dreamer(args: argparse.Namespace) -> int:
              "frame_stack", "reconstruct", "categorical_state", "free_bits_dynamic", "num_envs",
              "collector_workers", "eval_every", "eval_episodes", "checkpoint_every",
              "precision", "device", "exploration_bonus", "action_noise", "entropy_bonus",
-             "entropy_target", "exploring_starts",
+             "entropy_target", "exploring_starts", "noise_correlation",
              "actor_gradient", "actor_dist", "actor_lr", "value_lr", "model_lr")  # fmt: skip
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.no_progress:

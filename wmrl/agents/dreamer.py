@@ -61,6 +61,7 @@ from torchrl.envs import EnvBase, StepCounter, TensorDictPrimer, TransformedEnv
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from tqdm.auto import tqdm
 
+from wmrl.agents.action_noise import CorrelatedRandomPolicy
 from wmrl.agents.checkpoint import load_checkpoint, save_checkpoint
 from wmrl.agents.distributed import (
     DistributedInfo,
@@ -167,6 +168,11 @@ class DreamerConfig(DreamerSizes):
             data (``clip(a + σ ε, -1, 1)``; ``None``: 0.3 for v1, as Dreamer's released
             configuration, 0 for v3, which explores through its entropy bonus; evaluation is
             always noise-free).
+        noise_correlation: ``ρ ∈ [0, 1)``, the lag-one correlation of that noise, an AR(1)
+            process per action dimension (:mod:`wmrl.agents.action_noise`; 0: white, as
+            Dreamer). With ``ρ > 0`` the prefill episodes also act with it, ``clip(n_t, -1, 1)``
+            at unit scale, instead of uniformly random actions: correlated actions pump energy
+            into a swing-up, white ones average out.
         eval_every: environment steps between evaluations.
         exploring_starts: built-in tasks: the fraction of training episodes that start at
             angles drawn uniformly from ``[-π, π)`` (as dm_control's pendulum swing-up does),
@@ -230,6 +236,7 @@ class DreamerConfig(DreamerSizes):
     exploration_bonus: float = 0.0
     ensemble_size: int = 5
     action_noise: float | None = None
+    noise_correlation: float = 0.0
     actor_gradient: str = "dynamics"
     actor_dist: str = "tanh_normal"
     exploring_starts: float = 0.0
@@ -385,6 +392,8 @@ class DreamerConfig(DreamerSizes):
             raise ValueError(f"entropy_target must be finite, got {self.entropy_target}")
         if self.action_noise is not None and self.action_noise < 0:
             raise ValueError(f"action_noise must be >= 0, got {self.action_noise}")
+        if not 0.0 <= self.noise_correlation < 1.0:
+            raise ValueError(f"noise_correlation must be in [0, 1), got {self.noise_correlation}")
         if not 0.0 <= float(self.exploring_starts) <= 1.0:
             raise ValueError("exploring_starts must be a fraction in [0, 1] (True: 1), got "
                              f"{self.exploring_starts}")  # fmt: skip
@@ -460,6 +469,7 @@ def load_trained_nets(
     nets = c.make_nets(action_dim, obs_dim)
     nets.load_state_dict(state["nets"])
     nets.policy.action_noise = c.collection_noise()
+    nets.policy.noise_correlation = c.noise_correlation
     return c, nets, dict(state["counters"])
 
 
@@ -497,9 +507,11 @@ def make_agent_env(
 
 
 def _primer(sizes: tuple[int, int, int]) -> TensorDictPrimer:
+    """Zero-at-reset ``state [S]``, ``belief [H]``, ``prev_action [A]`` and the collection
+    noise's carried ``noise [A]`` (:mod:`wmrl.agents.action_noise`)."""
     S, H, A = sizes
     return TensorDictPrimer(state=Unbounded(S), belief=Unbounded(H), prev_action=Unbounded(A),
-                            default_value=0.0, expand_specs=True)  # fmt: skip
+                            noise=Unbounded(A), default_value=0.0, expand_specs=True)  # fmt: skip
 
 
 def wrap_agent_env(
@@ -600,6 +612,7 @@ class Dreamer:
         torch.manual_seed(c.seed)  # the same initial networks on every rank
         self.nets: DreamerNets = c.make_nets(self.action_dim, obs_dim, device=self.device)
         self.nets.policy.action_noise = c.collection_noise()
+        self.nets.policy.noise_correlation = c.noise_correlation
         self.exploration: DisagreementEnsemble | None = None
         if c.exploration_bonus > 0:  # sizes read off the built networks
             policy, posterior = self.nets.policy, self.nets.parts["posterior"]
@@ -720,7 +733,10 @@ class Dreamer:
     def _make_collector(self) -> Any:
         c = self.config
         per_batch = c.num_envs * c.collector_workers * self.episode_len
-        random_frames = max(0, self._prefill_steps() - self.agent_steps) or None
+        # correlated prefill episodes are collected by _correlated_episodes, not TorchRL's
+        # uniformly random frames
+        prefill = 0 if c.noise_correlation > 0 else self._prefill_steps()
+        random_frames = max(0, prefill - self.agent_steps) or None
         kwargs = dict(frames_per_batch=per_batch, total_frames=-1,
                       init_random_frames=random_frames, storing_device="cpu",
                       auto_register_policy_transforms=False)  # fmt: skip
@@ -803,7 +819,22 @@ class Dreamer:
         return loss.detach()
 
     # ------------------------------------------------------------------ the loop
+    def _correlated_episodes(self) -> TensorDictBase:
+        """One collection's worth of prefill episodes ``[E, L]`` with the correlated random
+        actions of :class:`~wmrl.agents.action_noise.CorrelatedRandomPolicy`, in this process."""
+        c = self.config
+        seed = self._seed(self.iteration)
+        torch.manual_seed(seed)
+        env = self._env_fn([c.num_envs * c.collector_workers], seed, collect=True)()
+        policy = CorrelatedRandomPolicy(self.action_dim, c.noise_correlation)
+        with torch.no_grad():
+            episodes = env.rollout(self.episode_len, policy, break_when_any_done=False)
+        env.close()
+        return episodes  # [E, L]
+
     def _collect(self) -> TensorDictBase:
+        if self.config.noise_correlation > 0 and self.agent_steps < self._prefill_steps():
+            return self._correlated_episodes()
         if self._collector is None:
             self._collector = self._make_collector()
             self._iterator = iter(self._collector)
@@ -834,7 +865,7 @@ class Dreamer:
                 self.pretrained = True
             for _ in range(n):
                 losses.append(self.update())
-            if n:
+            if n and self._collector is not None:  # None: after a correlated prefill
                 self._collector.update_policy_weights_()
         self.iteration += 1
         if losses:

@@ -38,6 +38,7 @@ from torch import nn
 from torchrl.data import Unbounded
 from torchrl.envs import TensorDictPrimer, ToTensorImage
 
+from wmrl.agents.action_noise import NOISE_KEY, ar1_noise_step
 from wmrl.agents.dreamer_objective import ACTOR_DISTS
 from wmrl.envs.dreamer import DreamerEnv
 from wmrl.rssm import (
@@ -70,7 +71,7 @@ __all__ = [
 ]
 
 #: recurrent entries the real-world policy carries between steps (see :class:`RSSMPolicy`)
-POLICY_STATE_KEYS = ("state", "belief", "prev_action")
+POLICY_STATE_KEYS = ("state", "belief", "prev_action", NOISE_KEY)
 
 
 @dataclass
@@ -215,9 +216,11 @@ class RSSMPolicy(TensorDictModuleBase):
     interaction"). It writes ``"action"`` and the carried entries under ``"next"`` so TorchRL's
     ``step_mdp`` hands them to the next step. The action is a sample under
     ``ExplorationType.RANDOM`` and the mode under ``DETERMINISTIC`` (evaluation). With
-    ``action_noise = σ > 0`` a sampled action gets additive Gaussian noise, ``clip(a + σ ε, -1,
-    1)`` (Dreamer's exploration during data collection); the noisy action is the one taken and
-    the one the filter sees at the next step.
+    ``action_noise = σ > 0`` a sampled action gets additive Gaussian noise, ``clip(a + σ n_t,
+    -1, 1)`` (Dreamer's exploration during data collection); the noisy action is the one taken
+    and the one the filter sees at the next step. ``n_t`` is white (``noise_correlation = 0``)
+    or the AR(1) process of :mod:`wmrl.agents.action_noise` with lag-one correlation ``ρ``,
+    carried between steps in the entry ``"noise"`` (zero at each reset).
 
     Args:
         encoder, prior, posterior: the RSSM networks.
@@ -226,6 +229,7 @@ class RSSMPolicy(TensorDictModuleBase):
             ``ToTensorImage`` first.
         state_dim, belief_dim, action_dim: sizes of the carried entries.
         action_noise: ``σ`` of the additive exploration noise (0: none).
+        noise_correlation: ``ρ ∈ [0, 1)``, the noise's lag-one correlation (0: white).
 
     Example: the policy of tiny networks acting in a real environment whose TensorDict carries
     its latent (the :meth:`primer` zeroes it at each reset).
@@ -255,12 +259,15 @@ class RSSMPolicy(TensorDictModuleBase):
         belief_dim: int,
         action_dim: int,
         action_noise: float = 0.0,
+        noise_correlation: float = 0.0,
     ) -> None:
         super().__init__()
         if action_noise < 0:
             raise ValueError(f"action_noise must be >= 0, got {action_noise}")
+        if not 0.0 <= noise_correlation < 1.0:
+            raise ValueError(f"noise_correlation must be in [0, 1), got {noise_correlation}")
         self.encoder, self.prior, self.posterior, self.actor = encoder, prior, posterior, actor
-        self.action_noise = action_noise
+        self.action_noise, self.noise_correlation = action_noise, noise_correlation
         self.obs_key = obs_key
         self.state_dim, self.belief_dim, self.action_dim = state_dim, belief_dim, action_dim
         self.to_image = ToTensorImage(in_keys=[obs_key]) if obs_key == "pixels" else None
@@ -274,6 +281,7 @@ class RSSMPolicy(TensorDictModuleBase):
             state=Unbounded(self.state_dim),
             belief=Unbounded(self.belief_dim),
             prev_action=Unbounded(self.action_dim),
+            noise=Unbounded(self.action_dim),
             default_value=0.0,
             expand_specs=True,
         )
@@ -293,13 +301,17 @@ class RSSMPolicy(TensorDictModuleBase):
         state = self.posterior(belief, self.encoder(obs))[-1]  # [*B, S]
         out = self.actor(TensorDict({"state": state, "belief": belief}, state.shape[:-1]))
         action = out.get("action")  # [*B, A]
+        noise = tensordict.get(NOISE_KEY, None)  # [*B, A]: n_{t-1}
+        noise = torch.zeros_like(action) if noise is None else noise.to(action)
         if self.action_noise > 0 and sampling_actions():
-            action = (action + self.action_noise * torch.randn_like(action)).clamp(-1.0, 1.0)
+            noise = ar1_noise_step(noise, torch.randn_like(action), self.noise_correlation)
+            action = (action + self.action_noise * noise).clamp(-1.0, 1.0)
         device = tensordict.device or obs.device
         tensordict.set("action", action.to(device))
         for key in ("loc", "scale"):
             tensordict.set(key, out.get(key).to(device))
-        for key, value in (("state", state), ("belief", belief), ("prev_action", action)):
+        carried = {"state": state, "belief": belief, "prev_action": action, NOISE_KEY: noise}
+        for key, value in carried.items():
             tensordict.set(("next", key), value.to(device))
         return tensordict
 
