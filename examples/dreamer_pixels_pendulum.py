@@ -9,8 +9,9 @@ pendulum hangs); a policy that swings up within 3 s and balances scores about 0.
 
 The settings are those measured to swing the pendulum up and hold it from pixels on 2 CPU cores
 on seed 0 (seeds 1 and 2 swing it up but keep it spinning; with exploring starts seed 1 holds
-it and seeds 0 and 2 do not swing up; a half-and-half mixture of starts holds it on no seed;
-``docs/benchmarks.md``, twelfth to fourteenth series of the Dreamer agent): DreamerV3 with
+it and seeds 0 and 2 do not swing up; a half-and-half mixture of starts holds it on no seed,
+nor does correlated exploration noise; ``docs/benchmarks.md``, twelfth to fifteenth series of the
+Dreamer agent): DreamerV3 with
 the ``small`` networks, no action repeat, the last three frames stacked with only the newest
 reconstructed, a latent that passes on its categoricals' probabilities, the prior trained below
 the KL floor (``free_bits_dynamic=0``), an entropy bonus of 3e-3 and Gaussian noise 0.3 on the

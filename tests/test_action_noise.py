@@ -124,7 +124,7 @@ def test_agent_prefills_with_correlated_actions_and_collects_with_correlated_noi
 
 def test_correlated_random_actions_swing_the_pendulum_up_far_more_often_than_uniform():
     """``benchmarks/exploration_noise.py``'s measurement, small: 400 episodes from the bottom
-    (measured with 2,000: uniform 0.04, AR(1) 0.8 0.68; standard errors here at most 0.025)."""
+    (measured with 2,000: uniform 0.02, AR(1) 0.8 0.68; standard errors here at most 0.025)."""
     import runpy
     from pathlib import Path
 

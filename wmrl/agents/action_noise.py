@@ -2,12 +2,12 @@
 
 White noise added to the actions of a torque-limited swing-up averages out within a few steps:
 it rarely pumps energy into the system. On the built-in pendulum, 100-step episodes of uniformly
-random actions (TorchRL's random frames) reach the top in about 2% of episodes; actions that
-follow an AR(1) process of unit scale with lag-one correlation 0.8, clipped to ``[-1, 1]``, in
-about 70% (``docs/benchmarks.md``, fifteenth series). Correlated noise is the discrete
-Ornstein-Uhlenbeck process of DDPG (Lillicrap et al. 2016, Sec. 3); Eberhard et al. (2023,
-"Pink Noise Is All You Need: Colored Noise Exploration in Deep Reinforcement Learning") compare
-noise colours across control tasks.
+random actions (TorchRL's random frames) reach the top in 2% of episodes; actions that follow an
+AR(1) process of unit scale with lag-one correlation 0.8, clipped to ``[-1, 1]``, in 68%
+(``benchmarks/exploration_noise.py``; ``docs/benchmarks.md``, fifteenth series). Correlated
+noise is the discrete Ornstein-Uhlenbeck process of DDPG (Lillicrap et al. 2016, Sec. 3);
+Eberhard et al. (2023, "Pink Noise Is All You Need: Colored Noise Exploration in Deep
+Reinforcement Learning") compare noise colours across control tasks.
 
 The process, per action dimension, from ``n_0 = 0`` at each episode start:
 
