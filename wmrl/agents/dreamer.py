@@ -288,7 +288,9 @@ class DreamerConfig(DreamerSizes):
         """This run's networks (:func:`~wmrl.agents.dreamer_modules.make_dreamer_nets`) for
         actions of ``action_dim`` and, with vector observations, ``obs_dim`` entries per
         observation; the encoder takes ``frame_stack`` of them (``3 k`` channels of pixels or
-        ``k obs_dim`` entries), the decoder all of them or the newest (``reconstruct``).
+        ``k obs_dim`` entries), the decoder all of them or the newest (``reconstruct``). The
+        policy adds this run's collection noise (:meth:`collection_noise`,
+        ``noise_correlation``) to the actions it samples.
 
         >>> cfg = DreamerConfig.preset("debug", frame_stack=2)
         >>> nets = cfg.make_nets(1, obs_dim=3)
@@ -299,13 +301,16 @@ class DreamerConfig(DreamerSizes):
         torch.Size([3])
         """
         per_obs = 3 if self.pixels else obs_dim
-        return make_dreamer_nets(
+        nets = make_dreamer_nets(
             self.version, action_dim, "pixels" if self.pixels else "observation",
             None if obs_dim is None else obs_dim * self.frame_stack, self.sizes(),
             device=device, actor_dist=self.actor_dist, image_channels=3 * self.frame_stack,
             decoded=per_obs if self.reconstruct == "newest" else None,
             categorical_state=self.categorical_state,
         )  # fmt: skip
+        nets.policy.action_noise = self.collection_noise()
+        nets.policy.noise_correlation = self.noise_correlation
+        return nets
 
     def collection_noise(self) -> float:
         """``σ`` of the collection noise, the version's default where ``None``.
@@ -468,8 +473,6 @@ def load_trained_nets(
     probe.close()
     nets = c.make_nets(action_dim, obs_dim)
     nets.load_state_dict(state["nets"])
-    nets.policy.action_noise = c.collection_noise()
-    nets.policy.noise_correlation = c.noise_correlation
     return c, nets, dict(state["counters"])
 
 
@@ -611,8 +614,6 @@ class Dreamer:
 
         torch.manual_seed(c.seed)  # the same initial networks on every rank
         self.nets: DreamerNets = c.make_nets(self.action_dim, obs_dim, device=self.device)
-        self.nets.policy.action_noise = c.collection_noise()
-        self.nets.policy.noise_correlation = c.noise_correlation
         self.exploration: DisagreementEnsemble | None = None
         if c.exploration_bonus > 0:  # sizes read off the built networks
             policy, posterior = self.nets.policy, self.nets.parts["posterior"]
