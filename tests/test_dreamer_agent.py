@@ -874,6 +874,24 @@ def test_kl_floors_reach_the_model_losses():
     assert Dreamer(_cfg(version=1, free_nats=2.0)).model_loss.free_nats == 2.0
 
 
+def test_agent_with_latent_overshooting_trains_and_logs_its_terms():
+    plain = Dreamer(_cfg(version=3))
+    assert plain.model_loss.overshooting == 0
+    agent = Dreamer(_cfg(version=3, overshooting=3, categorical_state="probs",
+                         free_bits_dynamic=0.0))  # fmt: skip
+    assert agent.model_loss.overshooting == 3
+    assert agent.model_loss._overshoot_modules == (
+        agent.nets.parts["prior"], agent.nets.reward_read_out)
+    before = [p.detach().clone() for p in agent.nets.parts["prior"].parameters()]
+    agent.run()
+    losses = agent.last_losses
+    for k in ("loss_model_overshoot_kl", "loss_model_overshoot_reward"):
+        assert math.isfinite(losses[k]) and losses[k] > 0, k
+    after = list(agent.nets.parts["prior"].parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+    agent.close()
+
+
 def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys, monkeypatch):
     import wmrl.cpu_memory
 
@@ -897,7 +915,7 @@ def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys, monkeypatch):
     resume = ["dreamer", "--out", str(out), "--resume", "--env-steps", "36", "--no-progress",
               "--no-plots", "--entropy-bonus", "0.003", "--entropy-target", "-1",
               "--free-bits-dynamic", "0", "--exploring-starts", "--release-memory",
-              "--noise-correlation", "0.8"]  # fmt: skip
+              "--noise-correlation", "0.8", "--overshooting", "3"]  # fmt: skip
     assert main(resume) == 0
     assert retained == [1]
     records = json.loads((out / "records.json").read_text())
@@ -905,7 +923,7 @@ def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys, monkeypatch):
     config = json.loads((out / "config.json").read_text())
     assert config["entropy_bonus"] == 0.003 and config["entropy_target"] == -1.0
     assert config["free_bits_dynamic"] == 0.0 and config["exploring_starts"] == 1.0
-    assert config["noise_correlation"] == 0.8
+    assert config["noise_correlation"] == 0.8 and config["overshooting"] == 3
     from wmrl.cli import build_parser
 
     parsed = build_parser().parse_args(["dreamer", "--out", "x", "--exploring-starts", "0.5"])

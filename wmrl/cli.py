@@ -171,6 +171,9 @@ def _add_dreamer_parser(sub) -> None:
     p.add_argument("--free-bits-dynamic", type=float, default=None,
                    help="v3: KL floor of the term that trains the prior (default: the 1-nat "
                         "floor of both terms; 0 suits --categorical-state probs)")  # fmt: skip
+    p.add_argument("--overshooting", type=int, default=None, metavar="D",
+                   help="v3: also train the prior on its 2..D-step open-loop predictions "
+                        "(latent overshooting; default 0: off)")  # fmt: skip
     p.add_argument("--exploration-bonus", type=float, default=None,
                    help="weight of the ensemble-disagreement bonus (Plan2Explore; 0: off)")
     p.add_argument("--action-noise", type=float, default=None,
@@ -226,7 +229,7 @@ def _dreamer(args: argparse.Namespace) -> int:
              "frame_stack", "reconstruct", "categorical_state", "free_bits_dynamic", "num_envs",
              "collector_workers", "eval_every", "eval_episodes", "checkpoint_every",
              "precision", "device", "exploration_bonus", "action_noise", "entropy_bonus",
-             "entropy_target", "exploring_starts", "noise_correlation",
+             "entropy_target", "exploring_starts", "noise_correlation", "overshooting",
              "actor_gradient", "actor_dist", "actor_lr", "value_lr", "model_lr")  # fmt: skip
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.no_progress:

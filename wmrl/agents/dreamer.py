@@ -145,6 +145,11 @@ class DreamerConfig(DreamerSizes):
             (``None``: ``free_bits``). ``0`` keeps training the prior below the floor, which a
             latent of probabilities (``categorical_state="probs"``) needs: its KL can sit below
             the floor while the prior's probabilities still miss the posterior's.
+        overshooting: ``D``, version 3: also train the prior on its ``d = 2..D``-step open-loop
+            predictions from every replayed latent, and the reward head on the latents they
+            reach (latent overshooting, PlaNet Sec. 4; :mod:`wmrl.rssm.overshooting`). 0 or 1:
+            off, the papers' one-step loss; ``horizon`` matches what imagination asks of the
+            prior.
         entropy_bonus: ``η`` of the actor's entropy bonus (``None``: 3e-4 for v3, as DreamerV3,
             0 for v1, which has none).
         entropy_target: adapt ``η`` so that the imagined policy's mean entropy per step
@@ -229,6 +234,7 @@ class DreamerConfig(DreamerSizes):
     free_nats: float = 3.0
     free_bits: float = 1.0
     free_bits_dynamic: float | None = None
+    overshooting: int = 0
     entropy_bonus: float | None = None
     entropy_target: float | None = None
     entropy_lr: float = 0.01
@@ -388,6 +394,12 @@ class DreamerConfig(DreamerSizes):
             raise ValueError(f"free_bits_dynamic must be >= 0, got {self.free_bits_dynamic}")
         if self.version == 1 and self.free_bits_dynamic is not None:
             raise ValueError("free_bits_dynamic applies to version 3 (v1 has free_nats)")
+        if self.overshooting < 0 or (self.overshooting >= 2 and self.version != 3):
+            raise ValueError(f"overshooting is a distance >= 0 for version 3, got "
+                             f"{self.overshooting} with version {self.version}")  # fmt: skip
+        if self.overshooting >= self.seq_len:
+            raise ValueError(f"overshooting must be below seq_len={self.seq_len}, "
+                             f"got {self.overshooting}")  # fmt: skip
         if self.free_nats < 0 or self.free_bits < 0:
             raise ValueError(f"free_nats and free_bits must be >= 0, got {self.free_nats}, "
                              f"{self.free_bits}")  # fmt: skip
@@ -652,6 +664,8 @@ class Dreamer:
             self.model_loss: Any = DreamerV3ModelLoss(
                 nets.world_model, reco_symlog=not c.pixels, num_reward_bins=c.num_bins,
                 free_bits=c.free_bits, free_bits_dynamic=c.free_bits_dynamic,
+                overshooting=c.overshooting, prior=nets.parts["prior"],
+                reward_head=nets.reward_read_out,
             )
             self.value_loss: Any = DreamerV3ValueLoss(
                 nets.value, value_loss="two_hot", gamma=c.gamma, num_value_bins=c.num_bins

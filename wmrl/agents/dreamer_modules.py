@@ -187,6 +187,12 @@ class DreamerNets:
         """
         return [p for k in self.WORLD_MODEL_PARTS for p in self.parts[k].parameters()]
 
+    @property
+    def reward_read_out(self) -> nn.Module:
+        """``(state, belief) -> reward`` prediction (v1) or logits (v3) as the world model
+        reads it (through :class:`SampledLatent` with ``categorical_state="mixed"``)."""
+        return self.world_model[-1].module
+
     def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
         """One ``state_dict`` per part, keyed by the part's name (see :meth:`load_state_dict`)."""
         return {k: m.state_dict() for k, m in self.parts.items()}

@@ -33,6 +33,7 @@ from wmrl.rssm.functional import (
     pointwise_distance,
 )
 from wmrl.rssm.imagination import evaluate_values
+from wmrl.rssm.overshooting import open_loop_predictions, overshooting_losses
 from wmrl.rssm.twohot import (
     default_bins,
     symexp,
@@ -83,6 +84,12 @@ class DreamerV3ModelLoss(LossModule):
     * Reward: two-hot cross-entropy over ``num_reward_bins`` symexp-spaced bins, or symlog MSE.
     * Continuation (``lambda_continue > 0``): binary cross-entropy of ``continue_pred`` logits
       against ``not terminated``, written as ``loss_model_continue``.
+    * Latent overshooting (``overshooting = D >= 2``, :mod:`wmrl.rssm.overshooting`): the
+      ``prior`` is also rolled ``d = 2..D`` steps open loop from every filtered latent with the
+      replayed actions; the dynamics term of those predictions against the (stopped)
+      posteriors, averaged over ``d`` and weighted as the one-step term, is
+      ``loss_model_overshoot_kl``, and the ``reward_head``'s cross-entropy on them, weighted as
+      the one-step reward, ``loss_model_overshoot_reward``.
 
     Defaults follow the paper (``lambda_dynamic = 0.5``, ``lambda_representation = 0.1``,
     ``unimix = 0.01``, ``free_bits = 1``, separate KL terms); TorchRL 0.14.1 defaults to the
@@ -104,6 +111,11 @@ class DreamerV3ModelLoss(LossModule):
         reward_two_hot: two-hot reward logits (else a scalar prediction, symlog MSE).
         num_reward_bins: ``K`` of the reward head.
         global_average: average the reconstruction over all elements.
+        overshooting: ``D``, the longest open-loop distance trained (0 or 1: off).
+        prior: the prior step ``(state, belief, action) -> (logits, state, belief)`` the
+            world model uses (with ``overshooting``).
+        reward_head: ``(state, belief) -> reward logits`` (with ``overshooting``; ``None``: no
+            reward term).
 
     ``forward(tensordict)`` returns ``(loss_td, model_output.detach())``.
 
@@ -130,7 +142,8 @@ class DreamerV3ModelLoss(LossModule):
     class _AcceptedKeys:
         """Entries read under ``"next"``: ``reward`` (true, renamed ``true_reward``),
         ``reward_logits``, ``prior_logits``, ``posterior_logits``, ``pixels``, ``reco_pixels``,
-        ``continue_pred``, ``done``, ``terminated``."""
+        ``continue_pred``, ``done``, ``terminated``; with overshooting ``state`` and ``belief``
+        under ``"next"`` and ``action`` at the root."""
 
         reward: NestedKey = "reward"
         reward_logits: NestedKey = "reward_logits"
@@ -142,6 +155,9 @@ class DreamerV3ModelLoss(LossModule):
         continue_pred: NestedKey = "continue_pred"
         done: NestedKey = "done"
         terminated: NestedKey = "terminated"
+        state: NestedKey = "state"
+        belief: NestedKey = "belief"
+        action: NestedKey = "action"
 
     tensor_keys: _AcceptedKeys
     default_keys = _AcceptedKeys
@@ -166,8 +182,15 @@ class DreamerV3ModelLoss(LossModule):
         reward_two_hot: bool = True,
         num_reward_bins: int = 255,
         global_average: bool = False,
+        overshooting: int = 0,
+        prior: Any = None,
+        reward_head: Any = None,
     ) -> None:
         super().__init__()
+        if overshooting >= 2 and prior is None:
+            raise ValueError("overshooting needs the prior step module")
+        if overshooting >= 2 and reward_head is not None and not reward_two_hot:
+            raise ValueError("the overshooting reward term needs reward_two_hot=True")
         if kl_mode not in _KL_MODES:
             raise ValueError(f"kl_mode must be one of {_KL_MODES}, got {kl_mode!r}")
         if reco_loss not in ("l1", "l2"):
@@ -192,6 +215,9 @@ class DreamerV3ModelLoss(LossModule):
         )
         self.reward_two_hot, self.num_reward_bins = reward_two_hot, num_reward_bins
         self.register_buffer("reward_bins", default_bins(num_reward_bins))
+        self.overshooting = overshooting
+        # a tuple, not registered: the world model already holds both modules
+        self._overshoot_modules = (prior, reward_head)
 
     def _forward_value_estimator_keys(self, **kwargs: Any) -> None:
         pass
@@ -251,7 +277,28 @@ class DreamerV3ModelLoss(LossModule):
             term = nxt.get(keys.done) if term is None else term
             cont = F.binary_cross_entropy_with_logits(logit, (~term.bool()).to(logit.dtype))
             out.set("loss_model_continue", self.lambda_continue * cont)
+
+        if self.overshooting >= 2:
+            self._overshoot(td, out)
         return out, td.detach()
+
+    def _overshoot(self, td: TensorDictBase, out: TensorDictBase) -> None:
+        """Add the latent-overshooting losses of the filtered sequence ``td`` to ``out``."""
+        keys, nxt = self.tensor_keys, td.get("next")
+        prior, reward_head = self._overshoot_modules
+        predictions = open_loop_predictions(
+            prior, nxt.get(keys.state), nxt.get(keys.belief), td.get(keys.action),
+            self.overshooting,
+        )  # fmt: skip
+        floor = self.free_bits_dynamic if self.free_bits_dynamic is not None else self.free_bits
+        kl, reward = overshooting_losses(
+            predictions, nxt.get(keys.posterior_logits), nxt.get(keys.true_reward),
+            reward_head, self.reward_bins, unimix=self.unimix, free_bits=floor,
+        )  # fmt: skip
+        weight = self.lambda_dynamic if self.kl_mode == "separate" else self.kl_alpha
+        out.set("loss_model_overshoot_kl", self.lambda_kl * weight * kl)
+        if reward is not None:
+            out.set("loss_model_overshoot_reward", self.lambda_reward * reward)
 
 
 class DreamerV3ActorLoss(DreamerActorLoss):
