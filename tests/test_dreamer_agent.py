@@ -948,9 +948,9 @@ def test_load_trained_nets_restores_a_saved_run(tmp_path):
 
 
 def test_pendulum_checkpoint_scripts_run(tmp_path, monkeypatch, capsys):
-    """``benchmarks/dreamer_episodes.py``, ``dreamer_diagnose.py``, ``dreamer_open_loop.py`` and
-    ``dreamer_actions.py`` on a tiny pixel run with stacked frames and a latent of probabilities
-    whose prior is trained below the KL floor."""
+    """``benchmarks/dreamer_episodes.py``, ``dreamer_diagnose.py``, ``dreamer_open_loop.py``,
+    ``dreamer_actions.py`` and ``open_loop_error.py`` on a tiny pixel run with stacked frames
+    and a latent of probabilities whose prior is trained below the KL floor."""
     import runpy
     import sys
     from pathlib import Path
@@ -988,3 +988,10 @@ def test_pendulum_checkpoint_scripts_run(tmp_path, monkeypatch, capsys):
         assert "nan" not in (imagined + end + ret), name
         if real != "-":  # rewards are minus a saturating cost in [0, 1] per step
             assert -cfg.horizon <= float(real) <= 0 and 0 <= float(far) <= 1, name
+    monkeypatch.setattr(sys, "argv", ["open_loop_error.py", str(tmp_path), "--episodes", "2",
+                                      "--distances", "1", "3", "10"])  # fmt: skip
+    runpy.run_path(str(bench / "open_loop_error.py"), run_name="__main__")
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[-3:]]
+    assert [r[0] for r in rows] == ["1", "3", "10"]
+    for r in rows:  # decoded rewards of a cost in [0, 1]; a KL is non-negative
+        assert 0 <= float(r[1]) <= 1.5 and float(r[-1]) >= 0, r
