@@ -48,33 +48,33 @@ def main() -> None:
 
     for run_dir in args.run_dirs:
         c, nets, counters = load_trained_nets(run_dir)
-        if c.version != 3:
-            raise SystemExit(f"{run_dir}: needs a DreamerV3 run (categorical latent)")
-        obs_key, policy, E = nets.obs_key, nets.policy, args.episodes
+        if c.version != 3 or not c.task.startswith("pendulum"):
+            raise SystemExit(f"{run_dir}: needs a DreamerV3 pendulum run, got version "
+                             f"{c.version} on {c.task!r}")  # fmt: skip
+        obs_key, E = nets.obs_key, args.episodes
+        S, B = nets.policy.state_dim, nets.policy.belief_dim
         L = c.max_steps // c.action_repeat
         env = make_agent_env(c.task, pixels=c.pixels, batch_size=[E], max_steps=c.max_steps,
                              action_repeat=c.action_repeat, seed=args.seed,
-                             primer_sizes=(policy.state_dim, policy.belief_dim, 1),
-                             frame_stack=c.frame_stack)  # fmt: skip
+                             primer_sizes=(S, B, 1), frame_stack=c.frame_stack)  # fmt: skip
         torch.manual_seed(args.seed)
         with torch.no_grad():
             ep = env.rollout(L, CorrelatedRandomPolicy(1, 0.8), break_when_any_done=False)
         env.close()
         obs = _as_model_input(nets, ep.get(("next", obs_key)))  # [E, L, *obs]
-        S, B = policy.state_dim, policy.belief_dim
         seq = TensorDict({"state": torch.zeros(E, L, S), "belief": torch.zeros(E, L, B),
                           "action": ep["action"].float(), "next": {obs_key: obs}},
                          [E, L])  # fmt: skip
         reward = ep["next", "reward"].float()  # [E, L, 1]
         top = ((1 - ep["true_state"][..., 1].cos()) / 2).amax(1)  # [E]: 1 at the top
         bins = default_bins(c.num_bins)
+        prior = nets.parts["prior"]
         with torch.no_grad():
             out = nets.world_model(seq)
             nxt = out["next"]
             D = max(args.distances)
-            preds = open_loop_predictions(nets.parts["prior"], nxt["state"], nxt["belief"],
-                                          out["action"], D)  # fmt: skip
-            q = unimix_probs(nxt["posterior_logits"].float(), 0.01)  # [E, L, C, K]
+            preds = open_loop_predictions(prior, nxt["state"], nxt["belief"], out["action"], D)
+            q = unimix_probs(nxt["posterior_logits"].float(), prior.unimix)  # [E, L, C, K]
             print(f"{run_dir}: {counters['updates']} updates; {E} episodes, "
                   f"{(top > 0.95).float().mean():.0%} reach the top")  # fmt: skip
             print(f"{'d':>3s} {'|r̂-r| all':>10s} {'|r̂-r| up':>10s} {'mean r̂ up':>10s} "
@@ -85,7 +85,8 @@ def main() -> None:
                 r = reward[:, d:, 0]  # [E, L - d]
                 err = (r_hat - r).abs()
                 up = r > -0.5
-                kl = categorical_kl(q[:, d:], unimix_probs(logits.float(), 0.01))  # [E, L-d]
+                p_d = unimix_probs(logits.float(), prior.unimix)  # [E, L - d, C, K]
+                kl = categorical_kl(q[:, d:], p_d)  # [E, L - d]
                 upper = (f"{err[up].mean():10.3f} {r_hat[up].mean():10.3f} {r[up].mean():10.3f}"
                          if up.any() else f"{'-':>10s} {'-':>10s} {'-':>10s}")  # fmt: skip
                 print(f"{d:3d} {err.mean():10.3f} {upper} {kl.mean():7.2f}")
