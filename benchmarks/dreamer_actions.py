@@ -5,8 +5,9 @@ the better behaviour higher; the gradient does not lead there) or is told by the
 critic that nothing is better. This script separates the two on fresh episodes of the built-in
 pendulum (``true_state = [θ̇, θ]``, ``θ = 0`` hanging down):
 
-1. ``E`` episodes start at the task's start; the deterministic actor acts for ``--context``
-   agent steps, and the filtered latent of that step is the imagination's start.
+1. ``E`` episodes start at the task's start (``--start bottom``) or upright (``--start top``:
+   ``θ ~ N(π, 0.1²)``); the deterministic actor acts for ``--context`` agent steps, and the
+   filtered latent of that step is the imagination's start.
 2. From the same real state, several *programs* act for the imagination horizon ``H`` in the
    real pendulum: the actor itself, constant torque ``+1``, ``-1`` and ``0``, and energy pumping
    (``u = sign θ̇``, full torque in the direction of motion, which adds energy fastest).
@@ -14,16 +15,24 @@ pendulum (``true_state = [θ̇, θ]``, ``θ = 0`` hanging down):
    model's rewards, the critic's value at the end and the lambda-return at the start (the
    actor's objective, unnormalised) are set against the real rewards and the highest point
    the real pendulum reached (``max (1 - cos θ) / 2``, 1 at the top). The actor is also
-   imagined in closed loop, as in training.
+   imagined in closed loop, as in training. From the top, a program that balances is added:
+   proportional-derivative feedback on the angle from upright, ``u = -(10 φ + 2 θ̇) / 2.5``
+   with ``φ = θ - π`` wrapped to ``[-π, π)`` (closed loop ``φ̈ ≈ -15 φ - 6 φ̇`` for the
+   linearised rod, saturating beyond ``|φ| ≈ 0.25``).
 
 If pumping's imagined lambda-return exceeds the actor's, the objective prefers pumping and the
 actor's optimisation is at fault (a saturated ``tanh`` passes little gradient: the actor's
 deterministic action and its slope ``d action / d loc`` are printed); if not, the model or the
-critic is.
+critic is. From the top, the same comparison asks whether the model and the critic rank
+holding the pendulum up above what the actor does there. Read its open-loop rows with care: near
+the unstable equilibrium an error in the filtered angle grows about 1.5-fold per step, so
+real actions that hold the real pendulum need not hold the model's, open loop; the actor's
+closed-loop row against its real row is the comparison that stays meaningful.
 
 Usage::
 
     python benchmarks/dreamer_actions.py runs/bench-dreamer/pendulum-swingup-v3-seed0
+    python benchmarks/dreamer_actions.py runs/bench-dreamer/pendulum-swingup-v3-seed0 --start top
 """
 
 from __future__ import annotations
@@ -52,6 +61,11 @@ class Program(TensorDictModule):
         return self.rule(true_state).clamp(-1, 1).to(true_state.dtype)
 
 
+def from_upright(theta: torch.Tensor) -> torch.Tensor:
+    """The angle from upright ``θ - π`` wrapped to ``[-π, π)``, same shape as ``theta``."""
+    return torch.remainder(theta, 2 * torch.pi) - torch.pi
+
+
 def main() -> None:
     from wmrl.agents.dreamer import load_trained_nets, make_agent_env
     from wmrl.agents.dreamer_figures import _as_model_input
@@ -64,6 +78,8 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=16)
     p.add_argument("--context", type=int, default=4, help="agent steps filtered before imagining")
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--start", choices=("bottom", "top"), default="bottom",
+                   help="the episodes' start: the task's (hanging) or upright")  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(1)
 
@@ -84,6 +100,8 @@ def main() -> None:
         env = make_agent_env(c.task, pixels=c.pixels, batch_size=[E], max_steps=c.max_steps,
                              action_repeat=c.action_repeat, seed=args.seed,
                              primer_sizes=(S, B, 1), frame_stack=c.frame_stack)  # fmt: skip
+        if args.start == "top":  # the task's start covariance around the upright angle
+            env.base_env.start_mean[1] = torch.pi
         torch.manual_seed(args.seed)
         with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
             return env.rollout(K + H, actor, break_when_any_done=False)
@@ -99,6 +117,7 @@ def main() -> None:
     start = TensorDict({"state": post["state"][:, -1], "belief": post["belief"][:, -1]}, [E])
     theta = base["true_state"][:, K]  # [E, 2]: the real state the latent describes
     print(f"start after {K} steps: |θ| {theta[:, 1].abs().mean():.2f} rad, "
+          f"|θ - π| (wrapped) {from_upright(theta[:, 1]).abs().mean():.2f} rad, "
           f"|θ̇| {theta[:, 0].abs().mean():.2f} rad/s (means over {E} episodes)")  # fmt: skip
 
     def imagine(actions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -131,6 +150,9 @@ def main() -> None:
         "zero torque": lambda s: torch.zeros_like(s[..., :1]),
         "pump: sign θ̇": lambda s: torch.where(s[..., :1] >= 0, 1.0, -1.0),
     }
+    if args.start == "top":
+        programs["balance: PD at the top"] = (
+            lambda s: -(10.0 * from_upright(s[..., 1:]) + 2.0 * s[..., :1]) / 2.5)
     print(f"{'program':36s} {'mean a':>7s} {'imag Σr':>8s} {'real Σr':>8s} {'v(end)':>7s} "
           f"{'λ-return':>9s} {'real max (1-cos θ)/2':>24s}")  # fmt: skip
     for name, rule in programs.items():

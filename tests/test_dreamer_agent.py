@@ -988,6 +988,15 @@ def test_pendulum_checkpoint_scripts_run(tmp_path, monkeypatch, capsys):
         assert "nan" not in (imagined + end + ret), name
         if real != "-":  # rewards are minus a saturating cost in [0, 1] per step
             assert -cfg.horizon <= float(real) <= 0 and 0 <= float(far) <= 1, name
+    monkeypatch.setattr(sys, "argv", ["dreamer_actions.py", str(tmp_path), "--episodes", "4",
+                                      "--start", "top", "--context", "1"])  # fmt: skip
+    runpy.run_path(str(bench / "dreamer_actions.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    start = next(line for line in out.splitlines() if line.startswith("start after"))
+    assert float(start.split("|θ - π| (wrapped) ")[1].split()[0]) < 0.5  # near upright
+    rows = {line[:36].strip(): line[36:].split() for line in out.splitlines()[-7:]}
+    held, fell = float(rows["balance: PD at the top"][2]), float(rows["zero torque"][2])
+    assert held > fell  # the real pendulum: the feedback holds it, without torque it falls
     monkeypatch.setattr(sys, "argv", ["open_loop_error.py", str(tmp_path), "--episodes", "2",
                                       "--distances", "1", "3", "10"])  # fmt: skip
     runpy.run_path(str(bench / "open_loop_error.py"), run_name="__main__")
