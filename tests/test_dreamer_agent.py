@@ -874,11 +874,12 @@ def test_kl_floors_reach_the_model_losses():
     assert Dreamer(_cfg(version=1, free_nats=2.0)).model_loss.free_nats == 2.0
 
 
-def test_agent_with_latent_overshooting_trains_and_logs_its_terms():
-    plain = Dreamer(_cfg(version=3))
+@pytest.mark.parametrize("version", [1, 3])
+def test_agent_with_latent_overshooting_trains_and_logs_its_terms(version):
+    plain = Dreamer(_cfg(version=version))
     assert plain.model_loss.overshooting == 0
-    agent = Dreamer(_cfg(version=3, overshooting=3, categorical_state="probs",
-                         free_bits_dynamic=0.0))  # fmt: skip
+    v3 = dict(categorical_state="probs", free_bits_dynamic=0.0) if version == 3 else {}
+    agent = Dreamer(_cfg(version=version, overshooting=3, **v3))
     assert agent.model_loss.overshooting == 3
     assert agent.model_loss._overshoot_modules == (
         agent.nets.parts["prior"], agent.nets.reward_read_out)

@@ -1,6 +1,8 @@
-"""Latent overshooting (wmrl.rssm.overshooting) and its place in the DreamerV3 model loss."""
+"""Latent overshooting (wmrl.rssm.overshooting) and its place in the Dreamer model losses."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -8,9 +10,14 @@ from tensordict import TensorDict
 
 from wmrl.agents.dreamer import DreamerConfig
 from wmrl.agents.dreamer_modules import DreamerSizes, make_dreamer_nets
+from wmrl.rssm.dreamer import DreamerModelLoss
 from wmrl.rssm.dreamer_v3 import DreamerV3ModelLoss
-from wmrl.rssm.functional import categorical_kl, unimix_probs
-from wmrl.rssm.overshooting import open_loop_predictions, overshooting_losses
+from wmrl.rssm.functional import categorical_kl, gaussian_kl, unimix_probs
+from wmrl.rssm.overshooting import (
+    gaussian_overshooting_losses,
+    open_loop_predictions,
+    overshooting_losses,
+)
 from wmrl.rssm.twohot import two_hot_cross_entropy
 
 TINY = DreamerSizes(num_categoricals=2, num_classes=3, rnn_hidden_dim=8, hidden_dim=8,
@@ -19,8 +26,11 @@ TINY = DreamerSizes(num_categoricals=2, num_classes=3, rnn_hidden_dim=8, hidden_
 B, T, A = 3, 7, 2
 
 
-def _nets(mode: str = "probs"):
+def _nets(mode: str = "probs", version: int = 3):
     torch.manual_seed(0)
+    if version == 1:  # a Gaussian state of the categorical one's size, 6
+        sizes = dataclasses.replace(TINY, state_dim=6)
+        return make_dreamer_nets(1, A, "observation", obs_dim=4, sizes=sizes)
     return make_dreamer_nets(3, A, "observation", obs_dim=4, sizes=TINY, categorical_state=mode)
 
 
@@ -112,8 +122,16 @@ def test_bad_input():
         overshooting_losses([(s, s, s)], torch.zeros(2, 5, 1, 3))
     with pytest.raises(ValueError, match="prior"):
         DreamerV3ModelLoss(torch.nn.Identity(), overshooting=3)
-    with pytest.raises(ValueError, match="version 3"):
-        DreamerConfig.preset("debug", overshooting=3).validate()
+    with pytest.raises(ValueError, match="D >= 2"):
+        gaussian_overshooting_losses([(s, s, s, s)], s, s)
+    with pytest.raises(ValueError, match="reward_loss"):
+        gaussian_overshooting_losses([(s, s, s, s)] * 2, s, s, reward_loss="huber")
+    with pytest.raises(ValueError, match="true_reward"):
+        gaussian_overshooting_losses([(s, s, s, s)] * 2, s, s, None, lambda s, h: s)
+    with pytest.raises(ValueError, match="prior"):
+        DreamerModelLoss(torch.nn.Identity(), overshooting=3)
+    with pytest.raises(ValueError, match=">= 0"):
+        DreamerConfig.preset("debug", overshooting=-1).validate()
     with pytest.raises(ValueError, match="below seq_len"):
         DreamerConfig.preset("debug", version=3, overshooting=8).validate()
 
@@ -147,4 +165,102 @@ def test_model_loss_adds_the_weighted_terms_and_trains_the_prior_through_them(mo
         torch.testing.assert_close(td["loss_model_overshoot_reward"], rew)
     prior_params = list(nets.parts["prior"].parameters())
     grads = torch.autograd.grad(td["loss_model_overshoot_kl"], prior_params, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+# ---------------------------------------------------------------- the Gaussian latent (v1)
+
+
+def test_gaussian_one_step_predictions_are_the_filters_priors():
+    """For the v1 prior too, d = 1 from the latent at j is the filter's prior at j + 1."""
+    nets = _nets(version=1)
+    out = nets.world_model(_batch(nets))
+    nxt = out["next"]
+    (mean, std, _, belief), *_ = open_loop_predictions(
+        nets.parts["prior"], nxt["state"], nxt["belief"], out["action"], 1
+    )
+    torch.testing.assert_close(mean, nxt["prior_mean"][:, 1:])
+    torch.testing.assert_close(std, nxt["prior_std"][:, 1:])
+    torch.testing.assert_close(belief, nxt["belief"][:, 1:])
+
+
+def test_gaussian_losses_by_hand_and_stopped_posterior():
+    torch.manual_seed(5)
+    S = 3
+    mean_q = torch.randn(B, T, S, requires_grad=True)
+    std_q = (torch.rand(B, T, S) + 0.5).requires_grad_()
+    preds = [(torch.randn(B, T - d, S, requires_grad=True),
+              (torch.rand(B, T - d, S) + 0.5).requires_grad_(),
+              torch.randn(B, T - d, S), torch.randn(B, T - d, 4)) for d in (1, 2, 3)]  # fmt: skip
+    head = torch.nn.Linear(S + 4, 1)
+    reward = torch.randn(B, T, 1)
+    kl, rew = gaussian_overshooting_losses(
+        preds, mean_q, std_q, reward, lambda s, h: head(torch.cat([s, h], -1)), free_nats=2.0,
+        reward_loss="l1",
+    )  # fmt: skip
+    kl_hand = rew_hand = 0.0
+    for d in (2, 3):
+        mean_p, std_p, s, h = preds[d - 1]
+        div = gaussian_kl(mean_q[:, d:], std_q[:, d:], mean_p, std_p).sum(-1)  # [B, T - d]
+        kl_hand = kl_hand + div.clamp_min(2.0).mean() / 2
+        err = (head(torch.cat([s, h], -1)) - reward[:, d:]).abs()
+        rew_hand = rew_hand + err.mean() / 2
+    torch.testing.assert_close(kl, kl_hand)
+    torch.testing.assert_close(rew, rew_hand)
+    assert 2.0 <= kl.item()  # every step's KL is floored at the free nats
+    (kl + rew).backward()
+    assert mean_q.grad is None and std_q.grad is None  # the posterior is the target only
+    assert preds[0][0].grad is None  # d = 1 is the one-step loss's
+    for mean_p, std_p, *_ in preds[1:]:
+        assert mean_p.grad.abs().sum() > 0 and std_p.grad.abs().sum() > 0
+
+
+def test_gaussian_kl_gradient_gradcheck_float64():
+    torch.manual_seed(6)
+    mean_q = torch.randn(2, 4, 3, dtype=torch.float64)
+    std_q = torch.rand(2, 4, 3, dtype=torch.float64) + 0.5
+    m2 = torch.randn(2, 2, 3, dtype=torch.float64, requires_grad=True)
+    s2 = (torch.rand(2, 2, 3, dtype=torch.float64) + 0.5).requires_grad_()
+    m3 = torch.randn(2, 1, 3, dtype=torch.float64, requires_grad=True)
+
+    def f(a, b, c):
+        preds = [(None,) * 4, (a, b, None, None), (c, torch.ones_like(c), None, None)]
+        kl, _ = gaussian_overshooting_losses(preds, mean_q, std_q, free_nats=0.0)
+        return kl
+
+    assert f(m2, s2, m3).dtype == torch.float64
+    assert torch.autograd.gradcheck(f, (m2, s2, m3))
+
+
+def test_v1_model_loss_adds_the_weighted_terms_and_trains_the_prior_through_them():
+    nets = _nets(version=1)
+    base = DreamerModelLoss(nets.world_model, lambda_kl=0.7, lambda_reward=1.5)
+    kw = dict(overshooting=4, prior=nets.parts["prior"], reward_head=nets.reward_read_out)
+    loss = DreamerModelLoss(nets.world_model, lambda_kl=0.7, lambda_reward=1.5, **kw)
+    for m in (base, loss):
+        m.set_keys(pixels="observation", reco_pixels="reco_observation")
+    assert not any(k.startswith("_overshoot") for k, _ in loss.named_modules())
+    batch = _batch(nets)
+    torch.manual_seed(4)
+    td0, _ = base(batch.clone())
+    torch.manual_seed(4)
+    td, out = loss(batch.clone())
+    for k in td0.keys():  # the one-step terms are unchanged
+        torch.testing.assert_close(td[k], td0[k])
+    nxt = out["next"]
+    rng = torch.get_rng_state()
+    torch.manual_seed(4)
+    nets.world_model(batch.clone())  # replays the filter's draws: the same noise follows
+    preds = open_loop_predictions(nets.parts["prior"], nxt["state"], nxt["belief"],
+                                  out["action"], 4)  # fmt: skip
+    torch.set_rng_state(rng)
+    kl, rew = gaussian_overshooting_losses(
+        preds, nxt["posterior_mean"], nxt["posterior_std"], batch["next", "reward"],
+        nets.reward_read_out, free_nats=3.0,
+    )  # fmt: skip
+    torch.testing.assert_close(td["loss_model_overshoot_kl"], 0.7 * kl)
+    torch.testing.assert_close(td["loss_model_overshoot_reward"], 1.5 * rew)
+    prior_params = list(nets.parts["prior"].parameters())
+    total = td["loss_model_overshoot_kl"] + td["loss_model_overshoot_reward"]
+    grads = torch.autograd.grad(total, prior_params, allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in grads)

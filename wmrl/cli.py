@@ -172,7 +172,7 @@ def _add_dreamer_parser(sub) -> None:
                    help="v3: KL floor of the term that trains the prior (default: the 1-nat "
                         "floor of both terms; 0 suits --categorical-state probs)")  # fmt: skip
     p.add_argument("--overshooting", type=int, default=None, metavar="D",
-                   help="v3: also train the prior on its 2..D-step open-loop predictions "
+                   help="also train the prior on its 2..D-step open-loop predictions "
                         "(latent overshooting; default 0: off)")  # fmt: skip
     p.add_argument("--exploration-bonus", type=float, default=None,
                    help="weight of the ensemble-disagreement bonus (Plan2Explore; 0: off)")

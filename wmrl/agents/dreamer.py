@@ -145,11 +145,11 @@ class DreamerConfig(DreamerSizes):
             (``None``: ``free_bits``). ``0`` keeps training the prior below the floor, which a
             latent of probabilities (``categorical_state="probs"``) needs: its KL can sit below
             the floor while the prior's probabilities still miss the posterior's.
-        overshooting: ``D``, version 3: also train the prior on its ``d = 2..D``-step open-loop
+        overshooting: ``D``: also train the prior on its ``d = 2..D``-step open-loop
             predictions from every replayed latent, and the reward head on the latents they
-            reach (latent overshooting, PlaNet Sec. 4; :mod:`wmrl.rssm.overshooting`). 0 or 1:
-            off, the papers' one-step loss; ``horizon`` matches what imagination asks of the
-            prior.
+            reach (latent overshooting, PlaNet Sec. 4; :mod:`wmrl.rssm.overshooting`; the
+            categorical KL for v3, the Gaussian one with ``free_nats`` for v1). 0 or 1: off,
+            the papers' one-step loss; ``horizon`` matches what imagination asks of the prior.
         entropy_bonus: ``η`` of the actor's entropy bonus (``None``: 3e-4 for v3, as DreamerV3,
             0 for v1, which has none).
         entropy_target: adapt ``η`` so that the imagined policy's mean entropy per step
@@ -394,9 +394,8 @@ class DreamerConfig(DreamerSizes):
             raise ValueError(f"free_bits_dynamic must be >= 0, got {self.free_bits_dynamic}")
         if self.version == 1 and self.free_bits_dynamic is not None:
             raise ValueError("free_bits_dynamic applies to version 3 (v1 has free_nats)")
-        if self.overshooting < 0 or (self.overshooting >= 2 and self.version != 3):
-            raise ValueError(f"overshooting is a distance >= 0 for version 3, got "
-                             f"{self.overshooting} with version {self.version}")  # fmt: skip
+        if self.overshooting < 0:
+            raise ValueError(f"overshooting is a distance >= 0, got {self.overshooting}")
         if self.overshooting >= self.seq_len:
             raise ValueError(f"overshooting must be below seq_len={self.seq_len}, "
                              f"got {self.overshooting}")  # fmt: skip
@@ -671,7 +670,10 @@ class Dreamer:
                 nets.value, value_loss="two_hot", gamma=c.gamma, num_value_bins=c.num_bins
             )
         else:
-            self.model_loss = DreamerModelLoss(nets.world_model, free_nats=c.free_nats)
+            self.model_loss = DreamerModelLoss(
+                nets.world_model, free_nats=c.free_nats, overshooting=c.overshooting,
+                prior=nets.parts["prior"], reward_head=nets.reward_read_out,
+            )
             weights = bool(c.discount_weights)
             self.value_loss = DreamerValueLoss(nets.value, discount_loss=weights, gamma=c.gamma)
         # the reconstruction's target: the observation, or its newest of the stacked ones

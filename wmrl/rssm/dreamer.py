@@ -31,6 +31,7 @@ from wmrl.rssm.imagination import (
     imagine,
     lambda_targets,
 )
+from wmrl.rssm.overshooting import gaussian_overshooting_losses, open_loop_predictions
 
 __all__ = ["DreamerModelLoss", "DreamerActorLoss", "DreamerValueLoss", "reduce_kl"]
 
@@ -81,6 +82,12 @@ class DreamerModelLoss(LossModule):
       log-likelihood of a unit-variance Gaussian decoder (Dreamer, Eq. 10).
     * Reward: ``reward_loss`` between true and predicted reward, averaged (the reward has one
       feature, so ``global_average`` does not change it).
+    * Latent overshooting (``overshooting = D >= 2``, :mod:`wmrl.rssm.overshooting`; PlaNet,
+      Sec. 4, Eq. 7): the ``prior`` rolled ``d = 2..D`` steps open loop from every filtered
+      latent with the replayed actions, its KL from the stopped posterior of the step it
+      predicts (clamped at ``free_nats``) weighted as the one-step KL,
+      ``loss_model_overshoot_kl``, and the ``reward_head``'s ``reward_loss`` on those latents,
+      weighted as the one-step reward, ``loss_model_overshoot_reward``.
 
     Differences from TorchRL 0.14.1: the losses are 0-dim scalars (TorchRL: shape ``[1]``); the
     reconstruction sum runs over all non-batch dimensions (TorchRL sums the last three, which
@@ -93,9 +100,15 @@ class DreamerModelLoss(LossModule):
         free_nats: KL floor in nats (default 3).
         delayed_clamp: clamp the averaged KL instead of each step's KL.
         global_average: average over all dimensions instead of summing the feature dimensions.
+        overshooting: ``D``, the longest open-loop distance trained (0 or 1: off).
+        prior: the prior step ``(state, belief, action) -> (mean, std, state, belief)`` the
+            world model uses (with ``overshooting``), e.g. :class:`~wmrl.rssm.prior.RSSMPrior`.
+        reward_head: ``(state, belief) -> reward`` (with ``overshooting``; ``None``: no reward
+            term).
 
     ``forward(tensordict)`` returns ``(loss_td, model_output.detach())`` with ``loss_td`` holding
-    ``loss_model_kl``, ``loss_model_reco`` and ``loss_model_reward``.
+    ``loss_model_kl``, ``loss_model_reco`` and ``loss_model_reward`` (and, with overshooting,
+    ``loss_model_overshoot_kl`` and ``loss_model_overshoot_reward``).
 
     Example:
         >>> from tensordict.nn import TensorDictModule
@@ -119,7 +132,8 @@ class DreamerModelLoss(LossModule):
     class _AcceptedKeys:
         """Entries read under ``"next"``: ``reward`` (true, renamed to ``true_reward`` before the
         model runs, then the model's prediction), ``prior_mean``, ``prior_std``,
-        ``posterior_mean``, ``posterior_std``, ``pixels`` (target) and ``reco_pixels``."""
+        ``posterior_mean``, ``posterior_std``, ``pixels`` (target) and ``reco_pixels``; with
+        overshooting also ``state`` and ``belief`` (under ``"next"``) and ``action``."""
 
         reward: NestedKey = "reward"
         true_reward: NestedKey = "true_reward"
@@ -129,6 +143,9 @@ class DreamerModelLoss(LossModule):
         posterior_std: NestedKey = "posterior_std"
         pixels: NestedKey = "pixels"
         reco_pixels: NestedKey = "reco_pixels"
+        state: NestedKey = "state"
+        belief: NestedKey = "belief"
+        action: NestedKey = "action"
 
     tensor_keys: _AcceptedKeys
     default_keys = _AcceptedKeys
@@ -144,14 +161,22 @@ class DreamerModelLoss(LossModule):
         free_nats: float = 3,
         delayed_clamp: bool = False,
         global_average: bool = False,
+        overshooting: int = 0,
+        prior: Any = None,
+        reward_head: Any = None,
     ) -> None:
         super().__init__()
+        if overshooting >= 2 and prior is None:
+            raise ValueError("overshooting needs the prior step module")
         self.world_model = world_model
         self.lambda_kl, self.lambda_reco, self.lambda_reward = lambda_kl, lambda_reco, lambda_reward
         self.reco_loss = _check_distance("reco_loss", reco_loss)
         self.reward_loss = _check_distance("reward_loss", reward_loss)
         self.free_nats, self.delayed_clamp = free_nats, delayed_clamp
         self.global_average = global_average
+        self.overshooting = overshooting
+        # a tuple, not registered: the world model already holds both modules
+        self._overshoot_modules = (prior, reward_head)
 
     def _forward_value_estimator_keys(self, **kwargs: Any) -> None:
         pass
@@ -191,7 +216,26 @@ class DreamerModelLoss(LossModule):
             loss_model_reco=self.lambda_reco * reco,
             loss_model_reward=self.lambda_reward * reward,
         )
+        if self.overshooting >= 2:
+            self._overshoot(td, loss_td)
         return loss_td, td.detach()
+
+    def _overshoot(self, td: TensorDictBase, out: TensorDictBase) -> None:
+        """Add the latent-overshooting losses of the filtered sequence ``td`` to ``out``."""
+        keys, nxt = self.tensor_keys, td.get("next")
+        prior, reward_head = self._overshoot_modules
+        predictions = open_loop_predictions(
+            prior, nxt.get(keys.state), nxt.get(keys.belief), td.get(keys.action),
+            self.overshooting,
+        )  # fmt: skip
+        kl, reward = gaussian_overshooting_losses(
+            predictions, nxt.get(keys.posterior_mean), nxt.get(keys.posterior_std),
+            nxt.get(keys.true_reward), reward_head, free_nats=self.free_nats,
+            reward_loss=self.reward_loss,
+        )  # fmt: skip
+        out.set("loss_model_overshoot_kl", self.lambda_kl * kl)
+        if reward is not None:
+            out.set("loss_model_overshoot_reward", self.lambda_reward * reward)
 
 
 class DreamerActorLoss(LossModule):

@@ -8,11 +8,18 @@ actions and pulls each ``d``-step prediction towards the posterior of the step i
 with the posterior's gradient stopped, so that the multi-step predictions move towards the
 informed posteriors and not the reverse.
 
-Here the DreamerV3 categorical latent: the dynamics term of Eq. 5 of Hafner et al. 2023
-(``max(free_bits, KL(sg(q_t) || p_d(s_t)))``), and the reward head's two-hot cross-entropy on
-the open-loop latents (Eq. 10), which trains the reward read-out on the latents imagination
-feeds it. Both are averaged over the distances ``d = 2..D`` (``d = 1`` is the usual one-step
-loss).
+Two latents:
+
+* the DreamerV3 categorical latent (:func:`overshooting_losses`): the dynamics term of Eq. 5 of
+  Hafner et al. 2023 (``max(free_bits, KL(sg(q_t) || p_d(s_t)))``), and the reward head's
+  two-hot cross-entropy on the open-loop latents (Eq. 10);
+* the Gaussian latent of PlaNet and Dreamer (:func:`gaussian_overshooting_losses`): PlaNet's
+  Eq. 7 term ``max(free_nats, KL(sg(q_t) || p_d(s_t)))`` of diagonal Gaussians, and the reward
+  head's distance to the true reward on the open-loop latents (PlaNet trains its reward model
+  on them too).
+
+The reward terms train the reward read-out on the latents imagination feeds it. All terms are
+averaged over the distances ``d = 2..D`` (``d = 1`` is the usual one-step loss).
 
 Index convention of a replayed sequence ``[*B, T]`` (as :class:`~wmrl.rssm.rollout.RSSMRollout`
 writes it): ``("next", "state")[t]`` is the posterior latent after the action ``action[t]``;
@@ -26,15 +33,21 @@ from collections.abc import Callable
 
 import torch
 
-from wmrl.rssm.functional import categorical_kl, unimix_probs
+from wmrl.rssm.functional import (
+    DISTANCES,
+    categorical_kl,
+    gaussian_kl,
+    pointwise_distance,
+    unimix_probs,
+)
 from wmrl.rssm.twohot import two_hot_cross_entropy
 
-__all__ = ["open_loop_predictions", "overshooting_losses"]
+__all__ = ["gaussian_overshooting_losses", "open_loop_predictions", "overshooting_losses"]
 
-#: ``(state [*N, S], belief [*N, H], action [*N, A]) -> (logits [*N, C, K], state, belief)``
-PriorStep = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-]
+#: ``(state [*N, S], belief [*N, H], action [*N, A]) -> (*params, state [*N, S], belief
+#: [*N, H])``: the prior's distribution parameters (``logits [*N, C, K]`` of the categorical
+#: prior; ``mean, std [*N, S]`` of the Gaussian one), then its sampled state and new belief.
+PriorStep = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -48,20 +61,22 @@ def open_loop_predictions(
     belief: torch.Tensor,
     action: torch.Tensor,
     distance: int,
-) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+) -> list[tuple[torch.Tensor, ...]]:
     """The prior's ``d``-step predictions from every filtered latent, ``d = 1..distance``.
 
     Args:
-        prior_step: one prior step (e.g. :class:`~wmrl.rssm.categorical.RSSMPriorV3`).
+        prior_step: one prior step (:class:`~wmrl.rssm.categorical.RSSMPriorV3` or
+            :class:`~wmrl.rssm.prior.RSSMPrior`).
         state: filtered latents ``("next", "state")``, ``[*B, T, S]``.
         belief: their beliefs ``("next", "belief")``, ``[*B, T, H]``.
         action: the replayed actions ``[*B, T, A]``.
         distance: ``D >= 1``, at most ``T - 1``.
 
     Returns:
-        for ``d = 1..D``, ``(logits [*B, T - d, C, K], state [*B, T - d, S], belief
-        [*B, T - d, H])``: entry ``j`` predicts step ``j + d`` of the sequence from the latent
-        at ``j``, ``d`` steps open loop.
+        for ``d = 1..D``, the prior's outputs on ``[*B, T - d]``: ``(logits, state, belief)``
+        of the categorical prior, ``(mean, std, state, belief)`` of the Gaussian one. Entry
+        ``j`` predicts step ``j + d`` of the sequence from the latent at ``j``, ``d`` steps
+        open loop.
 
     Example: a "prior" that adds the action to the state reads ``action[j + 1] + ...
     + action[j + d]`` onto the latent at ``j``.
@@ -84,13 +99,14 @@ def open_loop_predictions(
     s, h = state, belief  # [*B, T, S], [*B, T, H]
     for d in range(1, distance + 1):
         n = T - d  # latents with a target d steps ahead
-        logits, s, h = prior_step(s[..., :n, :], h[..., :n, :], action[..., d:, :])
-        predictions.append((logits, s, h))  # [*B, n, C, K], [*B, n, S], [*B, n, H]
+        out = tuple(prior_step(s[..., :n, :], h[..., :n, :], action[..., d:, :]))
+        s, h = out[-2], out[-1]  # [*B, n, S], [*B, n, H]
+        predictions.append(out)  # (*params [*B, n, ...], state, belief)
     return predictions
 
 
 def overshooting_losses(
-    predictions: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    predictions: list[tuple[torch.Tensor, ...]],
     posterior_logits: torch.Tensor,
     true_reward: torch.Tensor | None = None,
     reward_head: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
@@ -139,5 +155,65 @@ def overshooting_losses(
             reward_logits = _at_least_float32(reward_head(s, h))  # [*B, T - d, K_r]
             target = true_reward[..., d:, :]  # [*B, T - d, 1]
             rewards.append(two_hot_cross_entropy(reward_logits, target, reward_bins).mean())
+    reward = torch.stack(rewards).mean() if rewards else None
+    return torch.stack(kls).mean(), reward
+
+
+def gaussian_overshooting_losses(
+    predictions: list[tuple[torch.Tensor, ...]],
+    posterior_mean: torch.Tensor,
+    posterior_std: torch.Tensor,
+    true_reward: torch.Tensor | None = None,
+    reward_head: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    *,
+    free_nats: float = 3.0,
+    reward_loss: str = "l2",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Overshooting KL and reward losses of a Gaussian prior's predictions, over ``d >= 2``.
+
+    PlaNet's Eq. 7 with its free nats: ``L_kl = mean_d mean_j max(free_nats, sum_S KL(sg(q_{j+d})
+    || p_d(. | j)))`` of diagonal Gaussians, and, with a reward head, ``L_reward = mean_d mean_j
+    dist(r_{j+d}, reward_head(s_d, h_d))`` with the one-step loss's distance.
+
+    Args:
+        predictions: :func:`open_loop_predictions` of :class:`~wmrl.rssm.prior.RSSMPrior` with
+            ``D >= 2``: ``(mean, std, state, belief)`` per distance.
+        posterior_mean, posterior_std: ``("next", "posterior_mean" / "posterior_std")``,
+            ``[*B, T, S]`` (detached here).
+        true_reward: ``("next", "reward")``, ``[*B, T, 1]`` (with ``reward_head``).
+        reward_head: ``(state, belief) -> reward [*N, 1]``, or ``None`` for no reward term.
+        free_nats: KL floor per time step, in nats (the one-step term's).
+        reward_loss: ``"l2"``, ``"l1"`` or ``"smooth_l1"``.
+
+    Returns:
+        ``(L_kl, L_reward)``, scalars (``L_reward`` is ``None`` without a reward head).
+
+    Example: priors one unit of mean off a unit-variance posterior in each of 2 dimensions
+    have a KL of ``2 * 1/2 = 1`` nat per step; a floor of 3 nats lifts it to 3.
+
+    >>> mean, std = torch.zeros(2, 5, 2), torch.ones(2, 5, 2)
+    >>> preds = [(mean[:, d:] + 1, std[:, d:], None, None) for d in (1, 2, 3)]
+    >>> kl, _ = gaussian_overshooting_losses(preds, mean, std, free_nats=0.0)
+    >>> kl.item(), gaussian_overshooting_losses(preds, mean, std)[0].item()
+    (1.0, 3.0)
+    """
+    if len(predictions) < 2:
+        raise ValueError("overshooting needs predictions for distances up to D >= 2")
+    if reward_loss not in DISTANCES:
+        raise ValueError(f"reward_loss must be one of {DISTANCES}, got {reward_loss!r}")
+    if reward_head is not None and true_reward is None:
+        raise ValueError("the reward term needs true_reward")
+    mean_q = _at_least_float32(posterior_mean.detach())  # [*B, T, S]
+    std_q = _at_least_float32(posterior_std.detach())  # [*B, T, S]
+    kls, rewards = [], []
+    for d, (mean_p, std_p, s, h) in enumerate(predictions[1:], start=2):
+        kl = gaussian_kl(mean_q[..., d:, :], std_q[..., d:, :], _at_least_float32(mean_p),
+                         _at_least_float32(std_p))  # [*B, T - d, S]  # fmt: skip
+        kls.append(kl.sum(-1).clamp_min(free_nats).mean())
+        if reward_head is not None:
+            assert true_reward is not None
+            target = true_reward[..., d:, :]  # [*B, T - d, 1]
+            pred = reward_head(s, h).to(target.dtype)  # [*B, T - d, 1]
+            rewards.append(pointwise_distance(target, pred, reward_loss).mean())
     reward = torch.stack(rewards).mean() if rewards else None
     return torch.stack(kls).mean(), reward
