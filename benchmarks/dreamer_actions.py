@@ -20,6 +20,13 @@ pendulum (``true_state = [θ̇, θ]``, ``θ = 0`` hanging down):
    with ``φ = θ - π`` wrapped to ``[-π, π)`` (closed loop ``φ̈ ≈ -15 φ - 6 φ̇`` for the
    linearised rod, saturating beyond ``|φ| ≈ 0.25``).
 
+4. The model's own best: starting from the last program's real actions (energy pumping from the
+   bottom, the balancing feedback from the top), ``--plan-iters`` Adam steps on the action
+   sequence ``[E, H, 1]`` (through a tanh) maximise the model's imagined reward sum from the same
+   latent. Its imagined sum says what the model believes the best ``H`` actions can earn: near
+   0 from the top if the model can hold the pendulum up at all, far below if it predicts a fall
+   whatever the torque. (Open-loop actions tuned to the model have no real counterpart.)
+
 If pumping's imagined lambda-return exceeds the actor's, the objective prefers pumping and the
 actor's optimisation is at fault (a saturated ``tanh`` passes little gradient: the actor's
 deterministic action and its slope ``d action / d loc`` are printed); if not, the model or the
@@ -78,6 +85,8 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=16)
     p.add_argument("--context", type=int, default=4, help="agent steps filtered before imagining")
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--plan-iters", type=int, default=100,
+                   help="Adam steps of the model's own best action sequence (0: skip)")
     p.add_argument("--start", choices=("bottom", "top"), default="bottom",
                    help="the episodes' start: the task's (hanging) or upright")  # fmt: skip
     args = p.parse_args()
@@ -135,6 +144,28 @@ def main() -> None:
                 td = TensorDict({"state": nxt["state"], "belief": nxt["belief"]}, [E])
         return torch.stack(rewards, 1), torch.stack(taken, 1), torch.stack(values, 1)
 
+    def plan(init: torch.Tensor, iters: int) -> torch.Tensor:
+        """The action sequence ``[E, H, 1]`` that maximises the model's imagined reward sum,
+        by Adam from ``init`` (actions in ``[-1, 1]``, optimised through ``atanh``)."""
+        params = [p for p in nets.imagination_env.parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        u = torch.atanh(init.clamp(-0.995, 0.995)).float().requires_grad_()  # [E, H, 1]
+        opt = torch.optim.Adam([u], lr=0.05)
+        for _ in range(iters):
+            td, total = start.clone(), 0.0
+            for t in range(H):
+                td.set("action", torch.tanh(u[:, t]).to(td["state"].dtype))
+                nxt = nets.imagination_env.step(td)["next"]
+                total = total + nxt["reward"].sum()
+                td = TensorDict({"state": nxt["state"], "belief": nxt["belief"]}, [E])
+            opt.zero_grad()
+            (-total / E).backward()
+            opt.step()
+        for p in params:
+            p.requires_grad_(True)
+        return torch.tanh(u).detach()
+
     with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
         head = nets.actor(start.clone())
     loc, a = head["loc"], head["action"]  # [E, 1] each; a the deterministic action
@@ -155,13 +186,18 @@ def main() -> None:
             lambda s: -(10.0 * from_upright(s[..., 1:]) + 2.0 * s[..., :1]) / 2.5)
     print(f"{'program':36s} {'mean a':>7s} {'imag Σr':>8s} {'real Σr':>8s} {'v(end)':>7s} "
           f"{'λ-return':>9s} {'real max (1-cos θ)/2':>24s}")  # fmt: skip
+    last_real = None
+    if args.plan_iters > 0:
+        programs["the model's best actions (planned)"] = "plan"
     for name, rule in programs.items():
-        if rule is None:  # imagined only: no real counterpart
-            r, a, v = imagine(None)
+        if rule is None or rule == "plan":  # imagined only: no real counterpart
+            planned = None if rule is None else plan(last_real, args.plan_iters)
+            r, a, v = imagine(planned)
             real_sum, far = "-", "-"
         else:
             ep = base if rule is policy else real(Program(prefix, rule))
-            r, a, v = imagine(ep["action"][:, K : K + H])
+            last_real = ep["action"][:, K : K + H]  # [E, H, 1]
+            r, a, v = imagine(last_real)
             real_sum = f"{ep['next', 'reward'][:, K : K + H].sum(1).mean():.2f}"
             ang = ep["true_state"][:, K : K + H, 1]  # [E, H]
             far = f"{((1 - ang.cos()) / 2).amax(1).mean():.2f}"  # 1: reached the top

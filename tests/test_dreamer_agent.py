@@ -978,10 +978,15 @@ def test_pendulum_checkpoint_scripts_run(tmp_path, monkeypatch, capsys):
                                       "--horizon", "4", "--out", str(tmp_path / "ol.png")])
     runpy.run_path(str(bench / "dreamer_open_loop.py"), run_name="__main__")
     assert (tmp_path / "ol.png").is_file() and "moving-object pixels" in capsys.readouterr().out
-    monkeypatch.setattr(sys, "argv", ["dreamer_actions.py", str(tmp_path), "--episodes", "3"])
+    monkeypatch.setattr(sys, "argv", ["dreamer_actions.py", str(tmp_path), "--episodes", "3",
+                                      "--plan-iters", "5"])  # fmt: skip
     runpy.run_path(str(bench / "dreamer_actions.py"), run_name="__main__")
     out = capsys.readouterr().out
-    rows = {line[:36].strip(): line[36:].split() for line in out.splitlines()[-6:]}
+    rows = {line[:36].strip(): line[36:].split() for line in out.splitlines()[-7:]}
+    planned = rows.pop("the model's best actions (planned)")
+    assert planned[2] == "-" and -1 <= float(planned[0]) <= 1  # imagined only; in the bounds
+    # Adam on the imagined reward sum, from pumping's actions, does not lose imagined reward
+    assert float(planned[1]) >= float(rows["pump: sign θ̇"][1]) - 0.01
     assert [rows[k][0] for k in ("constant +1", "constant -1", "zero torque")] == [
         "+1.000", "-1.000", "+0.000"]  # fmt: skip
     assert rows["actor (closed loop in imagination)"][2] == "-"  # no real counterpart
@@ -990,14 +995,17 @@ def test_pendulum_checkpoint_scripts_run(tmp_path, monkeypatch, capsys):
         if real != "-":  # rewards are minus a saturating cost in [0, 1] per step
             assert -cfg.horizon <= float(real) <= 0 and 0 <= float(far) <= 1, name
     monkeypatch.setattr(sys, "argv", ["dreamer_actions.py", str(tmp_path), "--episodes", "4",
-                                      "--start", "top", "--context", "1"])  # fmt: skip
+                                      "--start", "top", "--context", "1",
+                                      "--plan-iters", "5"])  # fmt: skip
     runpy.run_path(str(bench / "dreamer_actions.py"), run_name="__main__")
     out = capsys.readouterr().out
     start = next(line for line in out.splitlines() if line.startswith("start after"))
     assert float(start.split("|θ - π| (wrapped) ")[1].split()[0]) < 0.5  # near upright
-    rows = {line[:36].strip(): line[36:].split() for line in out.splitlines()[-7:]}
+    rows = {line[:36].strip(): line[36:].split() for line in out.splitlines()[-8:]}
     held, fell = float(rows["balance: PD at the top"][2]), float(rows["zero torque"][2])
     assert held > fell  # the real pendulum: the feedback holds it, without torque it falls
+    planned = float(rows["the model's best actions (planned)"][1])
+    assert planned >= float(rows["balance: PD at the top"][1]) - 0.01  # Adam from the PD's
     monkeypatch.setattr(sys, "argv", ["open_loop_error.py", str(tmp_path), "--episodes", "2",
                                       "--distances", "1", "3", "10"])  # fmt: skip
     runpy.run_path(str(bench / "open_loop_error.py"), run_name="__main__")
