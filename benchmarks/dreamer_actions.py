@@ -19,7 +19,6 @@ pendulum (``true_state = [θ̇, θ]``, ``θ = 0`` hanging down):
    proportional-derivative feedback on the angle from upright, ``u = -(10 φ + 2 θ̇) / 2.5``
    with ``φ = θ - π`` wrapped to ``[-π, π)`` (closed loop ``φ̈ ≈ -15 φ - 6 φ̇`` for the
    linearised rod, saturating beyond ``|φ| ≈ 0.25``).
-
 4. The model's own best: starting from the last program's real actions (energy pumping from the
    bottom, the balancing feedback from the top), ``--plan-iters`` Adam steps on the action
    sequence ``[E, H, 1]`` (through a tanh) maximise the model's imagined reward sum from the same
@@ -33,8 +32,8 @@ deterministic action and its slope ``d action / d loc`` are printed); if not, th
 critic is. From the top, the same comparison asks whether the model and the critic rank
 holding the pendulum up above what the actor does there. Read its open-loop rows with care: near
 the unstable equilibrium an error in the filtered angle grows about 1.5-fold per step, so
-real actions that hold the real pendulum need not hold the model's, open loop; the actor's
-closed-loop row against its real row is the comparison that stays meaningful.
+real actions that hold the real pendulum need not hold the model's, open loop. The rows that
+stay meaningful are the actor's closed loop against its real row, and the model's own best.
 
 Usage::
 
@@ -190,7 +189,7 @@ def main() -> None:
     if args.plan_iters > 0:
         programs["the model's best actions (planned)"] = "plan"
     for name, rule in programs.items():
-        if rule is None or rule == "plan":  # imagined only: no real counterpart
+        if rule is None or isinstance(rule, str):  # imagined only: no real counterpart
             planned = None if rule is None else plan(last_real, args.plan_iters)
             r, a, v = imagine(planned)
             real_sum, far = "-", "-"
