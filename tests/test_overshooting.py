@@ -48,6 +48,26 @@ def _batch(nets) -> TensorDict:
     )
 
 
+def _one_step_terms_unchanged(loss_cls, nets, **common):
+    """A model loss with ``overshooting=4`` on a batch: ``(loss, loss_td, model_out, batch)``,
+    checked to hold its prior and reward head unregistered and to leave the one-step terms of
+    the same loss without overshooting unchanged (same seed)."""
+    base = loss_cls(nets.world_model, **common)
+    kw = dict(overshooting=4, prior=nets.parts["prior"], reward_head=nets.reward_read_out)
+    loss = loss_cls(nets.world_model, **common, **kw)
+    for m in (base, loss):
+        m.set_keys(pixels="observation", reco_pixels="reco_observation")
+    assert not any(k.startswith("_overshoot") for k, _ in loss.named_modules())
+    batch = _batch(nets)
+    torch.manual_seed(4)
+    td0, _ = base(batch.clone())
+    torch.manual_seed(4)
+    td, out = loss(batch.clone())
+    for k in td0.keys():
+        torch.testing.assert_close(td[k], td0[k])
+    return loss, td, out, batch
+
+
 def test_one_step_predictions_are_the_filters_priors():
     """d = 1 from the latent at j, with action[j + 1], is the world model's prior at j + 1."""
     nets = _nets()
@@ -140,19 +160,7 @@ def test_bad_input():
 def test_model_loss_adds_the_weighted_terms_and_trains_the_prior_through_them(mode):
     nets = _nets(mode)
     common = dict(reco_symlog=True, num_reward_bins=15, free_bits_dynamic=0.0)
-    base = DreamerV3ModelLoss(nets.world_model, **common)
-    kw = dict(overshooting=4, prior=nets.parts["prior"], reward_head=nets.reward_read_out)
-    loss = DreamerV3ModelLoss(nets.world_model, **common, **kw)
-    for m in (base, loss):
-        m.set_keys(pixels="observation", reco_pixels="reco_observation")
-    assert not any(k.startswith("_overshoot") for k, _ in loss.named_modules())
-    batch = _batch(nets)
-    torch.manual_seed(4)
-    td0, _ = base(batch.clone())
-    torch.manual_seed(4)
-    td, out = loss(batch.clone())
-    for k in td0.keys():  # the one-step terms are unchanged
-        torch.testing.assert_close(td[k], td0[k])
+    loss, td, out, batch = _one_step_terms_unchanged(DreamerV3ModelLoss, nets, **common)
     nxt = out["next"]
     preds = open_loop_predictions(nets.parts["prior"], nxt["state"], nxt["belief"],
                                   out["action"], 4)  # fmt: skip
@@ -234,19 +242,8 @@ def test_gaussian_kl_gradient_gradcheck_float64():
 
 def test_v1_model_loss_adds_the_weighted_terms_and_trains_the_prior_through_them():
     nets = _nets(version=1)
-    base = DreamerModelLoss(nets.world_model, lambda_kl=0.7, lambda_reward=1.5)
-    kw = dict(overshooting=4, prior=nets.parts["prior"], reward_head=nets.reward_read_out)
-    loss = DreamerModelLoss(nets.world_model, lambda_kl=0.7, lambda_reward=1.5, **kw)
-    for m in (base, loss):
-        m.set_keys(pixels="observation", reco_pixels="reco_observation")
-    assert not any(k.startswith("_overshoot") for k, _ in loss.named_modules())
-    batch = _batch(nets)
-    torch.manual_seed(4)
-    td0, _ = base(batch.clone())
-    torch.manual_seed(4)
-    td, out = loss(batch.clone())
-    for k in td0.keys():  # the one-step terms are unchanged
-        torch.testing.assert_close(td[k], td0[k])
+    _, td, out, batch = _one_step_terms_unchanged(DreamerModelLoss, nets, lambda_kl=0.7,
+                                                  lambda_reward=1.5)  # fmt: skip
     nxt = out["next"]
     rng = torch.get_rng_state()
     torch.manual_seed(4)
