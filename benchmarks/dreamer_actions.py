@@ -19,7 +19,7 @@ pendulum (``true_state = [θ̇, θ]``, ``θ = 0`` hanging down):
    proportional-derivative feedback on the angle from upright, ``u = -(10 φ + 2 θ̇) / 2.5``
    with ``φ = θ - π`` wrapped to ``[-π, π)`` (closed loop ``φ̈ ≈ -15 φ - 6 φ̇`` for the
    linearised rod, saturating beyond ``|φ| ≈ 0.25``).
-4. The model's own best: starting from the last program's real actions (energy pumping from the
+4. The model's own best: starting from a program's real actions (energy pumping from the
    bottom, the balancing feedback from the top), ``--plan-iters`` Adam steps on the action
    sequence ``[E, H, 1]`` (through a tanh) maximise the model's imagined reward sum from the same
    latent. Its imagined sum says what the model believes the best ``H`` actions can earn: near
@@ -128,19 +128,29 @@ def main() -> None:
           f"|θ - π| (wrapped) {from_upright(theta[:, 1]).abs().mean():.2f} rad, "
           f"|θ̇| {theta[:, 0].abs().mean():.2f} rad/s (means over {E} episodes)")  # fmt: skip
 
+    def imagined_steps(action_at):
+        """Step the model ``H`` times from ``start``, ``action_at(t, td) -> [E, 1]`` choosing
+        each action; yields ``(action, next)`` per step (gradients flow where enabled)."""
+        td = start.clone()
+        for t in range(H):
+            a = action_at(t, td)
+            td.set("action", a.to(td["state"].dtype))
+            nxt = nets.imagination_env.step(td)["next"]
+            yield a, nxt
+            td = TensorDict({"state": nxt["state"], "belief": nxt["belief"]}, [E])
+
     def imagine(actions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Rewards ``[E, H, 1]``, actions ``[E, H, 1]`` and values ``[E, H, 1]`` of the next
         states, open loop under ``actions`` or in closed loop with the deterministic actor."""
-        td, rewards, taken, values = start.clone(), [], [], []
+        def action_at(t: int, td: TensorDict) -> torch.Tensor:
+            return nets.actor(td.clone())["action"] if actions is None else actions[:, t]
+
+        rewards, taken, values = [], [], []
         with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
-            for t in range(H):
-                a = nets.actor(td.clone())["action"] if actions is None else actions[:, t]
-                td.set("action", a.to(td["state"].dtype))
-                nxt = nets.imagination_env.step(td)["next"]
+            for a, nxt in imagined_steps(action_at):
                 rewards.append(nxt["reward"])
                 taken.append(a)
                 values.append(evaluate_values(nets.value, nxt, "state_value", frozen_params=True))
-                td = TensorDict({"state": nxt["state"], "belief": nxt["belief"]}, [E])
         return torch.stack(rewards, 1), torch.stack(taken, 1), torch.stack(values, 1)
 
     def plan(init: torch.Tensor, iters: int) -> torch.Tensor:
@@ -152,12 +162,8 @@ def main() -> None:
         u = torch.atanh(init.clamp(-0.995, 0.995)).float().requires_grad_()  # [E, H, 1]
         opt = torch.optim.Adam([u], lr=0.05)
         for _ in range(iters):
-            td, total = start.clone(), 0.0
-            for t in range(H):
-                td.set("action", torch.tanh(u[:, t]).to(td["state"].dtype))
-                nxt = nets.imagination_env.step(td)["next"]
-                total = total + nxt["reward"].sum()
-                td = TensorDict({"state": nxt["state"], "belief": nxt["belief"]}, [E])
+            steps = imagined_steps(lambda t, td: torch.tanh(u[:, t]))
+            total = sum(nxt["reward"].sum() for _, nxt in steps)
             opt.zero_grad()
             (-total / E).backward()
             opt.step()
@@ -185,24 +191,28 @@ def main() -> None:
             lambda s: -(10.0 * from_upright(s[..., 1:]) + 2.0 * s[..., :1]) / 2.5)
     print(f"{'program':36s} {'mean a':>7s} {'imag Σr':>8s} {'real Σr':>8s} {'v(end)':>7s} "
           f"{'λ-return':>9s} {'real max (1-cos θ)/2':>24s}")  # fmt: skip
-    last_real = None
-    if args.plan_iters > 0:
-        programs["the model's best actions (planned)"] = "plan"
-    for name, rule in programs.items():
-        if rule is None or isinstance(rule, str):  # imagined only: no real counterpart
-            planned = None if rule is None else plan(last_real, args.plan_iters)
-            r, a, v = imagine(planned)
-            real_sum, far = "-", "-"
-        else:
-            ep = base if rule is policy else real(Program(prefix, rule))
-            last_real = ep["action"][:, K : K + H]  # [E, H, 1]
-            r, a, v = imagine(last_real)
-            real_sum = f"{ep['next', 'reward'][:, K : K + H].sum(1).mean():.2f}"
-            ang = ep["true_state"][:, K : K + H, 1]  # [E, H]
-            far = f"{((1 - ang.cos()) / 2).amax(1).mean():.2f}"  # 1: reached the top
+
+    def report(name: str, actions: torch.Tensor | None, real_sum: str, far: str) -> None:
+        """One row: ``actions`` (or the actor in closed loop) imagined from ``start``."""
+        r, a, v = imagine(actions)
         ret = lambda_returns(r.float(), v.float(), c.gamma, c.lmbda)[:, 0, 0]  # [E]
         print(f"{name:36s} {a.mean():+7.3f} {r.sum(1).mean():8.2f} {real_sum:>8s} "
               f"{v[:, -1].mean():7.2f} {ret.mean():9.2f} {far:>24s}")  # fmt: skip
+
+    real_actions = {}  # program -> its real actions [E, H, 1]
+    for name, rule in programs.items():
+        if rule is None:  # imagined only: no real counterpart
+            report(name, None, "-", "-")
+            continue
+        ep = base if rule is policy else real(Program(prefix, rule))
+        real_actions[name] = ep["action"][:, K : K + H]  # [E, H, 1]
+        real_sum = f"{ep['next', 'reward'][:, K : K + H].sum(1).mean():.2f}"
+        ang = ep["true_state"][:, K : K + H, 1]  # [E, H]
+        far = f"{((1 - ang.cos()) / 2).amax(1).mean():.2f}"  # 1: reached the top
+        report(name, real_actions[name], real_sum, far)
+    if args.plan_iters > 0:  # from pumping's actions at the bottom, the feedback's at the top
+        init = real_actions["balance: PD at the top" if args.start == "top" else "pump: sign θ̇"]
+        report("the model's best actions (planned)", plan(init, args.plan_iters), "-", "-")
 
 
 if __name__ == "__main__":
