@@ -791,6 +791,28 @@ def test_agent_with_categorical_probabilities_as_its_latent(tmp_path, mode):
         _cfg(version=1, categorical_state="probs").validate()
 
 
+def test_agent_with_a_separate_action_embedding(tmp_path):
+    cfg = _cfg(version=3, env_steps=24, action_input="separate")
+    agent = Dreamer(cfg, out_dir=tmp_path)
+    prior = agent.nets.parts["prior"]
+    before = prior.action_projector[0].weight.detach().clone()
+    agent.run()
+    assert agent.updates > 0
+    assert not torch.equal(prior.action_projector[0].weight, before)  # the model trains it
+    assert prior.rnn.input_size == 2 * cfg.hidden_dim
+    agent.close()
+    resumed = Dreamer.resume(tmp_path)
+    assert resumed.config.action_input == "separate"
+    _assert_same(_flat_state(resumed), _flat_state(agent))
+    resumed.close()
+    with pytest.raises(ValueError, match="action_input"):
+        Dreamer.resume(tmp_path, action_input="joint")
+    with pytest.raises(ValueError, match="action_input must be one of"):
+        _cfg(version=3, action_input="concat").validate()
+    with pytest.raises(ValueError, match="applies to version 3"):
+        _cfg(version=1, action_input="separate").validate()
+
+
 def test_train_ratio_sets_the_number_of_updates():
     # 12-step episodes, batches of 2 x 8 = 16 replayed steps: ratio 16 -> 12 updates per episode
     agent = Dreamer(_cfg(state_dim=2, env_steps=36, pretrain_updates=3, train_ratio=16.0,
@@ -927,8 +949,10 @@ def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys, monkeypatch):
     assert config["noise_correlation"] == 0.8 and config["overshooting"] == 3
     from wmrl.cli import build_parser
 
-    parsed = build_parser().parse_args(["dreamer", "--out", "x", "--exploring-starts", "0.5"])
+    parsed = build_parser().parse_args(["dreamer", "--out", "x", "--exploring-starts", "0.5",
+                                        "--action-input", "separate"])  # fmt: skip
     assert parsed.exploring_starts == 0.5  # a mixture of starts
+    assert parsed.action_input == "separate"
 
 
 def test_load_trained_nets_restores_a_saved_run(tmp_path):

@@ -368,3 +368,32 @@ def test_pointwise_distance_and_discount():
         pointwise_distance(a, b[:2], "l2")
     w = cumulative_discount(torch.zeros(2, 4, 1), 0.9)
     torch.testing.assert_close(w[1, :, 0], torch.tensor([1.0, 0.9, 0.81, 0.729]))
+
+
+def test_categorical_prior_separate_action_embedding():
+    torch.manual_seed(7)
+    kw = dict(hidden_dim=8, rnn_hidden_dim=6, num_categoricals=3, num_classes=4, action_dim=2)
+    prior = RSSMPriorV3(None, **kw, action_input="separate", state_mode="probs")
+    assert prior.rnn.input_size == 16 and not hasattr(prior, "action_state_projector")
+    s = torch.softmax(torch.randn(5, 3, 4), -1).flatten(-2)
+    h, a = torch.randn(5, 6), torch.rand(5, 2) * 2 - 1
+    # by hand: the state through Linear -> LayerNorm -> SiLU, the action through Linear -> SiLU
+    ws, wa = prior.state_projector, prior.action_projector
+    x_s = torch.nn.functional.silu(torch.nn.functional.layer_norm(
+        ws[0](s), (8,), ws[1].weight, ws[1].bias, ws[1].eps))  # fmt: skip
+    x_a = torch.nn.functional.silu(a @ wa[0].weight.T + wa[0].bias)
+    by_hand = prior.rnn(torch.cat([x_s, x_a], -1), h)  # [5, 6]
+    torch.testing.assert_close(prior.update_belief(s, h, a), by_hand)
+    logits, z, belief = prior(s, h, a)
+    assert logits.shape == (5, 3, 4) and z.shape == (5, 12) and belief.shape == (5, 6)
+    # the action's size survives its embedding (a norm over one input's image would divide it out)
+    one = torch.ones(1, 2)
+    emb = [prior.action_projector(c * one) for c in (0.25, 0.5, 1.0)]
+    assert not torch.allclose(emb[0] / emb[0].norm(), emb[2] / emb[2].norm(), atol=1e-3)
+    # the belief's gradient reaches the action and the action layer (the GRU runs in float32,
+    # gru_fp32, so the hand computation above stands in for a float64 gradcheck)
+    a_req = a.clone().requires_grad_()
+    prior.update_belief(s, h, a_req).square().sum().backward()
+    assert a_req.grad.abs().sum() > 0 and wa[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="action_input must be one of"):
+        RSSMPriorV3(None, **kw, action_input="concat")

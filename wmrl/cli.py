@@ -168,6 +168,9 @@ def _add_dreamer_parser(sub) -> None:
                    help="v3: the latent passes on one-hot samples (default), their "
                         "probabilities, or probabilities read through a sample by the decoder "
                         "and reward head")  # fmt: skip
+    p.add_argument("--action-input", choices=("joint", "separate"), default=None,
+                   help="v3: the prior reads the action in one layer with the latent (default) "
+                        "or through an embedding of its own (DreamerV3's code)")  # fmt: skip
     p.add_argument("--free-bits-dynamic", type=float, default=None,
                    help="v3: KL floor of the term that trains the prior (default: the 1-nat "
                         "floor of both terms; 0 suits --categorical-state probs)")  # fmt: skip
@@ -226,8 +229,9 @@ def _dreamer(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / f"dreamer-{args.task.replace(':', '-')}-seed{args.seed}"
     names = ("env_steps", "max_wall_s", "train_ratio", "max_steps", "action_repeat",
-             "frame_stack", "reconstruct", "categorical_state", "free_bits_dynamic", "num_envs",
-             "collector_workers", "eval_every", "eval_episodes", "checkpoint_every",
+             "frame_stack", "reconstruct", "categorical_state", "action_input",
+             "free_bits_dynamic", "num_envs", "collector_workers", "eval_every", "eval_episodes",
+             "checkpoint_every",
              "precision", "device", "exploration_bonus", "action_noise", "entropy_bonus",
              "entropy_target", "exploring_starts", "noise_correlation", "overshooting",
              "actor_gradient", "actor_dist", "actor_lr", "value_lr", "model_lr")  # fmt: skip

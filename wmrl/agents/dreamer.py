@@ -81,6 +81,7 @@ from wmrl.agents.exploration import DisagreementEnsemble
 from wmrl.agents.replay import SequenceReplay
 from wmrl.rssm import DreamerModelLoss, DreamerV3ModelLoss, DreamerV3ValueLoss, DreamerValueLoss
 from wmrl.rssm.actor import deterministic_action_slope
+from wmrl.rssm.categorical import ACTION_INPUTS
 from wmrl.rssm.imagination import frozen
 from wmrl.search import PolicySearch
 
@@ -88,11 +89,11 @@ __all__ = ["DreamerConfig", "Dreamer", "EvalRecord", "FIXED_ON_RESUME", "load_tr
            "make_agent_env", "wrap_agent_env"]  # fmt: skip
 
 #: Settings a resumed run keeps: they fix the networks' shapes (the sizes, ``version``,
-#: ``frame_stack``, ``reconstruct``, ``ensemble_size``), what their latent means
+#: ``frame_stack``, ``reconstruct``, ``action_input``, ``ensemble_size``), what their latent means
 #: (``categorical_state``) or the meaning of the stored replay (``task``, ``pixels``).
 FIXED_ON_RESUME: tuple[str, ...] = (
     "task", "pixels", "version", "frame_stack", "reconstruct", "categorical_state",
-    "ensemble_size",
+    "action_input", "ensemble_size",
     *(f.name for f in dataclasses.fields(DreamerSizes)),
 )  # fmt: skip
 
@@ -122,6 +123,10 @@ class DreamerConfig(DreamerSizes):
             :func:`~wmrl.rssm.categorical.categorical_state`) or ``"mixed"`` (probabilities, but
             the decoder and the reward head read a sample of them,
             :class:`~wmrl.agents.dreamer_modules.SampledLatent`).
+        action_input: how the DreamerV3 prior reads the action: ``"joint"`` (one layer over the
+            latent and the action, TorchRL's layout) or ``"separate"`` (an embedding of the
+            action's own as wide as the latent's, DreamerV3's code;
+            :class:`~wmrl.rssm.categorical.RSSMPriorV3`).
         num_envs: environments stepped together per collector process (built-in tasks).
         collector_workers: collector processes (``> 1``: TorchRL's ``MultiSyncCollector``).
         env_steps: budget in environment steps (including repeats).
@@ -214,6 +219,7 @@ class DreamerConfig(DreamerSizes):
     frame_stack: int = 1
     reconstruct: str = "all"
     categorical_state: str = "sample"
+    action_input: str = "joint"
     num_envs: int = 1
     collector_workers: int = 1
     env_steps: int = 100_000
@@ -312,7 +318,7 @@ class DreamerConfig(DreamerSizes):
             None if obs_dim is None else obs_dim * self.frame_stack, self.sizes(),
             device=device, actor_dist=self.actor_dist, image_channels=3 * self.frame_stack,
             decoded=per_obs if self.reconstruct == "newest" else None,
-            categorical_state=self.categorical_state,
+            categorical_state=self.categorical_state, action_input=self.action_input,
         )  # fmt: skip
         nets.policy.action_noise = self.collection_noise()
         nets.policy.noise_correlation = self.noise_correlation
@@ -388,6 +394,11 @@ class DreamerConfig(DreamerSizes):
                              f"got {self.categorical_state!r}")  # fmt: skip
         if self.version == 1 and self.categorical_state != "sample":
             raise ValueError("categorical_state applies to version 3 (v1's latent is Gaussian)")
+        if self.action_input not in ACTION_INPUTS:
+            raise ValueError(f"action_input must be one of {ACTION_INPUTS}, "
+                             f"got {self.action_input!r}")  # fmt: skip
+        if self.version == 1 and self.action_input != "joint":
+            raise ValueError("action_input applies to version 3 (v1's Gaussian prior reads [s, a])")
         if self.entropy_bonus is not None and self.entropy_bonus < 0:
             raise ValueError(f"entropy_bonus must be >= 0, got {self.entropy_bonus}")
         if self.free_bits_dynamic is not None and self.free_bits_dynamic < 0:

@@ -428,6 +428,7 @@ def make_dreamer_nets(
     image_channels: int = 3,
     decoded: int | None = None,
     categorical_state: str = "sample",
+    action_input: str = "joint",
 ) -> DreamerNets:
     """Build and wire the Dreamer (``version=1``) or DreamerV3 (``version=3``) networks.
 
@@ -452,6 +453,9 @@ def make_dreamer_nets(
             (one-hot samples), ``"probs"`` (their probabilities,
             :func:`~wmrl.rssm.categorical.categorical_state`) or ``"mixed"`` (probabilities,
             read through a sample by the decoder and the reward head, :class:`SampledLatent`).
+        action_input: v3 only: how the prior reads the action, ``"joint"`` (one layer over the
+            state and the action) or ``"separate"`` (an embedding of its own, DreamerV3's code;
+            :class:`~wmrl.rssm.categorical.RSSMPriorV3`).
 
     Example:
         >>> nets = make_dreamer_nets(3, 1, "observation", obs_dim=3, sizes=DreamerSizes(
@@ -467,6 +471,8 @@ def make_dreamer_nets(
     """
     if version not in (1, 3):
         raise ValueError(f"version must be 1 or 3, got {version}")
+    if version == 1 and action_input != "joint":
+        raise ValueError("action_input applies to version 3 (v1's Gaussian prior reads [s, a])")
     if actor_dist not in ACTOR_DISTS:
         raise ValueError(f"actor_dist must be one of {ACTOR_DISTS}, got {actor_dist!r}")
     sizes = sizes or DreamerSizes()
@@ -518,7 +524,7 @@ def make_dreamer_nets(
                              f"got {categorical_state!r}")  # fmt: skip
         mode = "sample" if categorical_state == "sample" else "probs"
         prior = RSSMPriorV3(None, sizes.hidden_dim, H, C, K, action_dim=action_dim, device=device,
-                            state_mode=mode)  # fmt: skip
+                            state_mode=mode, action_input=action_input)  # fmt: skip
         posterior = RSSMPosteriorV3(sizes.hidden_dim, C, K, rnn_hidden_dim=H, obs_embed_dim=embed,
                                     device=device, state_mode=mode)  # fmt: skip
         prior_out = [(*nxt, "prior_logits"), "_", (*nxt, "belief")]

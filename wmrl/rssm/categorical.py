@@ -18,11 +18,14 @@ from wmrl.rssm.functional import straight_through_one_hot, unimix_probs
 from wmrl.rssm.heads import make_norm
 from wmrl.rssm.prior import action_dim_of, check_inputs, gru_fp32
 
-__all__ = ["RSSMPriorV3", "RSSMPosteriorV3", "STATE_MODES", "categorical_state",
-           "sample_categorical_state"]
+__all__ = ["ACTION_INPUTS", "RSSMPriorV3", "RSSMPosteriorV3", "STATE_MODES", "categorical_state",
+           "sample_categorical_state"]  # fmt: skip
 
 #: What a categorical latent passes on (:func:`categorical_state`).
 STATE_MODES = ("sample", "probs")
+
+#: How :class:`RSSMPriorV3` reads the action (its ``action_input``).
+ACTION_INPUTS = ("joint", "separate")
 
 
 def sample_categorical_state(
@@ -83,7 +86,20 @@ def _dense(in_f: int, out_f: int, norm: str | None, device: Any) -> list[nn.Modu
 
 
 class RSSMPriorV3(nn.Module):
-    """Categorical prior ``p(z_t | h_t)``, belief update ``h_t = GRU(h_{t-1}, [z_{t-1}, a_{t-1}])``.
+    """Categorical prior ``p(z_t | h_t)``, belief update ``h_t = GRU(h_{t-1}, x_t)`` with ``x_t``
+    an embedding of ``(z_{t-1}, a_{t-1})``.
+
+    How the action enters ``x_t`` (``action_input``):
+
+    * ``"joint"`` (TorchRL's layout): ``x = SiLU(norm(W [z, a]))``, one layer over the ``C K``
+      state entries and the ``A`` action entries together. With ``A = 1`` against
+      ``C K = 256`` the action is one input column of 257.
+    * ``"separate"`` (DreamerV3's code embeds the previous stochastic state and the action in
+      layers of their own, ``dynin1`` and ``dynin2``, and concatenates them):
+      ``x = [SiLU(norm(W_z z)), SiLU(W_a a + b_a)]``, a ``2 hidden`` input to the GRU whose
+      action half is the width of the state's. The action's layer has no norm: normalising
+      ``W_a a`` over its units divides out ``|a|`` when ``A = 1`` (with a zero bias only the
+      sign of ``a`` would remain), and a torque's size is what balancing depends on.
 
     Args:
         action_spec: the action spec (only its last dimension is read), or ``None``.
@@ -97,6 +113,7 @@ class RSSMPriorV3(nn.Module):
         unimix: uniform mixture (default 0.01 as in DreamerV3; TorchRL defaults to 0).
         state_mode: ``"sample"`` (one-hot samples, DreamerV3) or ``"probs"`` (the
             probabilities, see :func:`categorical_state`).
+        action_input: ``"joint"`` (default) or ``"separate"`` (above).
 
     ``forward(state [*B, C*K], belief [*B, H], action [*B, A], noise=None)`` returns
     ``(prior_logits [*B, C, K], state [*B, C*K], belief [*B, H])``; ``noise`` ``[*B, C]``
@@ -108,6 +125,10 @@ class RSSMPriorV3(nn.Module):
         >>> logits, z, h = prior(torch.zeros(4, 6), torch.zeros(4, 6), torch.zeros(4, 1))
         >>> logits.shape, z.shape, h.shape
         (torch.Size([4, 2, 3]), torch.Size([4, 6]), torch.Size([4, 6]))
+        >>> sep = RSSMPriorV3(None, hidden_dim=8, rnn_hidden_dim=6, num_categoricals=2,
+        ...                   num_classes=3, action_dim=1, action_input="separate")
+        >>> sep.rnn.input_size  # the state's 8 units and the action's 8
+        16
     """
 
     def __init__(
@@ -123,19 +144,31 @@ class RSSMPriorV3(nn.Module):
         norm: str | None = "layer",
         unimix: float = 0.01,
         state_mode: str = "sample",
+        action_input: str = "joint",
     ) -> None:
         super().__init__()
         if not 0.0 <= unimix < 1.0:
             raise ValueError(f"unimix must be in [0, 1), got {unimix}")
+        if action_input not in ACTION_INPUTS:
+            raise ValueError(f"action_input must be one of {ACTION_INPUTS}, got {action_input!r}")
         self.state_mode = _check_mode(state_mode)
+        self.action_input = action_input
         self.action_dim = action_dim_of(action_spec, action_dim)
         self.num_categoricals, self.num_classes = num_categoricals, num_classes
         self.state_dim = num_categoricals * num_classes
         self.rnn_hidden_dim, self.unimix = rnn_hidden_dim, unimix
-        self.action_state_projector = nn.Sequential(
-            *_dense(self.state_dim + self.action_dim, hidden_dim, norm, device)
-        )
-        self.rnn = nn.GRUCell(hidden_dim, rnn_hidden_dim, device=device)
+        if action_input == "joint":
+            self.action_state_projector = nn.Sequential(
+                *_dense(self.state_dim + self.action_dim, hidden_dim, norm, device)
+            )
+            rnn_in = hidden_dim
+        else:
+            self.state_projector = nn.Sequential(*_dense(self.state_dim, hidden_dim, norm, device))
+            self.action_projector = nn.Sequential(
+                *_dense(self.action_dim, hidden_dim, None, device)  # no norm: keeps |a|
+            )
+            rnn_in = 2 * hidden_dim
+        self.rnn = nn.GRUCell(rnn_in, rnn_hidden_dim, device=device)
         self.rnn_to_prior_projector = nn.Sequential(
             *_dense(rnn_hidden_dim, hidden_dim, norm, device),
             nn.Linear(hidden_dim, self.state_dim, device=device),
@@ -150,7 +183,8 @@ class RSSMPriorV3(nn.Module):
     def update_belief(
         self, state: torch.Tensor, belief: torch.Tensor, action: torch.Tensor
     ) -> torch.Tensor:
-        """``h_t = GRU(h_{t-1}, SiLU(norm(W [z_{t-1}, a_{t-1}])))``: ``[*B, H]``."""
+        """``h_t = GRU(h_{t-1}, x_t)``, ``x_t`` the ``action_input`` embedding of
+        ``(z_{t-1}, a_{t-1})`` (class docstring): ``[*B, H]``."""
         check_inputs(
             state=(state, self.state_dim),
             belief=(belief, self.rnn_hidden_dim),
@@ -158,7 +192,12 @@ class RSSMPriorV3(nn.Module):
         )
         if not action.is_floating_point():
             action = action.to(state.dtype)
-        x = self.action_state_projector(torch.cat([state, action], dim=-1))  # [*B, hidden]
+        if self.action_input == "joint":
+            x = self.action_state_projector(torch.cat([state, action], dim=-1))  # [*B, hidden]
+        else:
+            z = self.state_projector(state)  # [*B, hidden]
+            a = self.action_projector(action.to(state.dtype))  # [*B, hidden]
+            x = torch.cat([z, a.to(z.dtype)], dim=-1)  # [*B, 2 hidden]
         batch = x.shape[:-1]
         h = gru_fp32(self.rnn, x.reshape(-1, x.shape[-1]), belief.reshape(-1, belief.shape[-1]))
         return h.reshape(*batch, -1)  # [*B, H]
