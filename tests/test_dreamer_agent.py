@@ -997,6 +997,7 @@ def test_pendulum_checkpoint_scripts_run(tmp_path, monkeypatch, capsys):
     runpy.run_path(str(bench / "dreamer_diagnose.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "one step ahead" in out and "zero torque, from the top" in out
+    assert "the torque's effect on the one-step θ̇" in out
     assert "nan" not in out
     monkeypatch.setattr(sys, "argv", ["dreamer_open_loop.py", str(tmp_path), "--context", "3",
                                       "--horizon", "4", "--out", str(tmp_path / "ol.png")])
