@@ -16,7 +16,10 @@ Three measurements on fresh episodes of the built-in pendulum (``true_state = [�
    over all steps and near the top. Last, the torque's effect on that prediction: the same
    latents stepped by the prior with full torque each way (``a = ±1``), the difference of the
    ``θ̇`` probes' readings against the real pendulum's (about 1.5 rad/s per 0.1-s step). A
-   model that predicts the fall from the top whatever the torque reads near 0 there.
+   model that predicts the fall from the top whatever the torque reads near 0 there. With
+   ``--hold`` the probes' episodes are those of a balancing policy instead, the same for every
+   run: started upright and held there by a feedback controller with noise on its torque, the
+   policy's filter running alongside.
 2. **Open-loop rewards.** From 4 filtered steps, the prior alone predicts 15 more steps under the
    real actions; the predicted rewards against the real ones, per step and summed, in three
    settings: the training policy from the task's start (hanging down), and zero or small random
@@ -33,6 +36,7 @@ imagination however its objective is weighted.
 Usage::
 
     python benchmarks/dreamer_diagnose.py runs/bench-dreamer/pendulum-swingup-v3-seed0
+    python benchmarks/dreamer_diagnose.py runs/bench-dreamer/pendulum-swingup-v3-seed0 --hold
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from pathlib import Path
 
 import torch
 from tensordict import TensorDict
-from tensordict.nn import TensorDictModule
+from tensordict.nn import TensorDictModule, TensorDictModuleBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 CONTEXT, HORIZON, EPISODES = 4, 15, 32
@@ -90,6 +94,30 @@ def r2_rmse(resid: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     return float(1 - mse / y.double().var()), float(mse.sqrt())
 
 
+class HeldUpright(TensorDictModuleBase):
+    """The policy's filter with the actions of a feedback controller that holds the pendulum
+    upright, ``u = -(10 φ + 2 θ̇) / 2.5 + 0.3 n`` (``φ = θ - π`` wrapped, ``n`` standard normal,
+    clipped to ``[-1, 1]``; the program of ``dreamer_actions.py --start top`` with noise): the
+    filter runs, then the controller's action replaces the policy's, in ``"action"`` and in the
+    ``("next", "prev_action")`` the filter reads at the next step."""
+
+    def __init__(self, policy: TensorDictModuleBase) -> None:
+        super().__init__()
+        self.policy = policy
+        self.in_keys = [*policy.in_keys, "true_state"]
+        self.out_keys = list(policy.out_keys)
+
+    def forward(self, td: TensorDict) -> TensorDict:
+        td = self.policy(td)
+        theta_dot, theta = td.get("true_state").unbind(-1)  # [E] each
+        phi = torch.remainder(theta, 2 * math.pi) - math.pi
+        u = -(10.0 * phi + 2.0 * theta_dot) / 2.5 + 0.3 * torch.randn_like(phi)
+        action = u.clamp(-1, 1).unsqueeze(-1).to(td.get("action").dtype)  # [E, 1]
+        td.set("action", action)
+        td.set(("next", "prev_action"), action)
+        return td
+
+
 def main() -> None:
     from wmrl.agents.dreamer import load_trained_nets, make_agent_env
     from wmrl.agents.dreamer_figures import _as_model_input
@@ -103,6 +131,11 @@ def main() -> None:
     p.add_argument("--start-angle", type=float, default=None,
                    help="start the probes' episodes here (3.1416: upright; default: the task's "
                         "start, hanging down), for runs trained from there")  # fmt: skip
+    p.add_argument("--hold", action="store_true",
+                   help="the probes' episodes start upright and a feedback controller holds "
+                        "the pendulum there, with noise σ = 0.3 on its torque, while the "
+                        "policy's filter runs: the states a balancing policy visits, the same "
+                        "for every run")  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(1)
 
@@ -139,7 +172,10 @@ def main() -> None:
     if c.version == 3:
         hook = posterior.register_forward_hook(
             lambda module, inputs, out: logits.append(out[0]))  # fmt: skip
-    tr = episodes(False, policy, args.start_angle)
+    if args.hold:
+        tr = episodes(True, HeldUpright(policy))
+    else:
+        tr = episodes(False, policy, args.start_angle)
     if hook is not None:
         hook.remove()
     # the policy writes its posterior of the current frame under "next" (carried to the next step)

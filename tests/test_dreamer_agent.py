@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -999,6 +1000,11 @@ def test_pendulum_checkpoint_scripts_run(tmp_path, monkeypatch, capsys):
     assert "one step ahead" in out and "zero torque, from the top" in out
     assert "the torque's effect on the one-step θ̇" in out
     assert "nan" not in out
+    monkeypatch.setattr(sys, "argv", ["dreamer_diagnose.py", str(tmp_path), "--hold"])
+    runpy.run_path(str(bench / "dreamer_diagnose.py"), run_name="__main__")
+    held = capsys.readouterr().out  # held upright: every step of the probes' episodes near it
+    n_top, n_all = re.search(r"the (\d+) of (\d+) near the top", held).groups()
+    assert int(n_top) == int(n_all) and "nan" not in held
     monkeypatch.setattr(sys, "argv", ["dreamer_open_loop.py", str(tmp_path), "--context", "3",
                                       "--horizon", "4", "--out", str(tmp_path / "ol.png")])
     runpy.run_path(str(bench / "dreamer_open_loop.py"), run_name="__main__")
