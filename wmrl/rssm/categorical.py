@@ -92,14 +92,14 @@ class RSSMPriorV3(nn.Module):
     How the action enters ``x_t`` (``action_input``):
 
     * ``"joint"`` (TorchRL's layout): ``x = SiLU(norm(W [z, a]))``, one layer over the ``C K``
-      state entries and the ``A`` action entries together. With ``A = 1`` against
-      ``C K = 256`` the action is one input column of 257.
+      state entries and the ``A`` action entries together (a one-dimensional torque against
+      a 16 x 16 latent: one input column of 257).
     * ``"separate"`` (DreamerV3's code embeds the previous stochastic state and the action in
       layers of their own, ``dynin1`` and ``dynin2``, and concatenates them):
       ``x = [SiLU(norm(W_z z)), SiLU(W_a a + b_a)]``, a ``2 hidden`` input to the GRU whose
-      action half is the width of the state's. The action's layer has no norm: normalising
-      ``W_a a`` over its units divides out ``|a|`` when ``A = 1`` (with a zero bias only the
-      sign of ``a`` would remain), and a torque's size is what balancing depends on.
+      action half is the width of the state's. The action's layer has no norm: with
+      ``A = 1``, normalising ``W_a a + b_a`` over its units keeps little of ``|a|`` (with a
+      zero bias, only the sign of ``a``), and a torque's size is what balancing depends on.
 
     Args:
         action_spec: the action spec (only its last dimension is read), or ``None``.
