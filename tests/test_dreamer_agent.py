@@ -780,16 +780,24 @@ def test_agent_with_categorical_probabilities_as_its_latent(tmp_path, mode):
         one, two = prior(*start, a), prior(*start, a)
     torch.testing.assert_close(one[1], two[1])
     agent.close()
+    _assert_v3_setting_kept(tmp_path, agent, "categorical_state", other="sample", bad="mode")
+
+
+def _assert_v3_setting_kept(tmp_path, agent, name: str, other: str, bad: str) -> None:
+    """A closed v3 ``agent`` saved in ``tmp_path`` resumes with its setting ``name`` and the
+    same state, refuses a resume that changes it to ``other``, and the setting rejects ``bad``
+    and version 1."""
+    value = getattr(agent.config, name)
     resumed = Dreamer.resume(tmp_path)
-    assert resumed.config.categorical_state == mode
+    assert getattr(resumed.config, name) == value
     _assert_same(_flat_state(resumed), _flat_state(agent))
     resumed.close()
-    with pytest.raises(ValueError, match="categorical_state"):
-        Dreamer.resume(tmp_path, categorical_state="sample")
-    with pytest.raises(ValueError, match="categorical_state must be one of"):
-        _cfg(version=3, categorical_state="mode").validate()
+    with pytest.raises(ValueError, match=name):
+        Dreamer.resume(tmp_path, **{name: other})
+    with pytest.raises(ValueError, match=f"{name} must be one of"):
+        _cfg(version=3, **{name: bad}).validate()
     with pytest.raises(ValueError, match="applies to version 3"):
-        _cfg(version=1, categorical_state="probs").validate()
+        _cfg(version=1, **{name: value}).validate()
 
 
 def test_agent_with_a_separate_action_embedding(tmp_path):
@@ -802,16 +810,7 @@ def test_agent_with_a_separate_action_embedding(tmp_path):
     assert not torch.equal(prior.action_projector[0].weight, before)  # the model trains it
     assert prior.rnn.input_size == 2 * cfg.hidden_dim
     agent.close()
-    resumed = Dreamer.resume(tmp_path)
-    assert resumed.config.action_input == "separate"
-    _assert_same(_flat_state(resumed), _flat_state(agent))
-    resumed.close()
-    with pytest.raises(ValueError, match="action_input"):
-        Dreamer.resume(tmp_path, action_input="joint")
-    with pytest.raises(ValueError, match="action_input must be one of"):
-        _cfg(version=3, action_input="concat").validate()
-    with pytest.raises(ValueError, match="applies to version 3"):
-        _cfg(version=1, action_input="separate").validate()
+    _assert_v3_setting_kept(tmp_path, agent, "action_input", other="joint", bad="concat")
 
 
 def test_train_ratio_sets_the_number_of_updates():
