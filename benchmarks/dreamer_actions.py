@@ -17,8 +17,8 @@ pendulum (``true_state = [θ̇, θ]``, ``θ = 0`` hanging down):
    the real pendulum reached (``max (1 - cos θ) / 2``, 1 at the top). The actor is also
    imagined in closed loop, as in training. From the top, a program that balances is added:
    proportional-derivative feedback on the angle from upright, ``u = -(10 φ + 2 θ̇) / 2.5``
-   with ``φ = θ - π`` wrapped to ``[-π, π)`` (closed loop ``φ̈ ≈ -15 φ - 6 φ̇`` for the
-   linearised rod, saturating beyond ``|φ| ≈ 0.25``).
+   with ``φ = θ - π`` wrapped to ``[-π, π)`` (:func:`wmrl.envs.tasks.pendulum.upright_feedback`;
+   closed loop ``φ̈ ≈ -15 φ - 6 φ̇`` for the linearised rod, saturating beyond ``|φ| ≈ 0.25``).
 4. The model's own best: starting from a program's real actions (energy pumping from the
    bottom, the balancing feedback from the top), ``--plan-iters`` Adam steps on the action
    sequence ``[E, H, 1]`` (through a tanh) maximise the model's imagined reward sum from the same
@@ -75,6 +75,7 @@ def from_upright(theta: torch.Tensor) -> torch.Tensor:
 def main() -> None:
     from wmrl.agents.dreamer import load_trained_nets, make_agent_env
     from wmrl.agents.dreamer_figures import _as_model_input
+    from wmrl.envs.tasks import upright_feedback
     from wmrl.rssm.actor import deterministic_action_slope
     from wmrl.rssm.imagination import evaluate_values
     from wmrl.search import lambda_returns
@@ -187,8 +188,7 @@ def main() -> None:
         "pump: sign θ̇": lambda s: torch.where(s[..., :1] >= 0, 1.0, -1.0),
     }
     if args.start == "top":
-        programs["balance: PD at the top"] = (
-            lambda s: -(10.0 * from_upright(s[..., 1:]) + 2.0 * s[..., :1]) / 2.5)
+        programs["balance: PD at the top"] = upright_feedback
     print(f"{'program':36s} {'mean a':>7s} {'imag Σr':>8s} {'real Σr':>8s} {'v(end)':>7s} "
           f"{'λ-return':>9s} {'real max (1-cos θ)/2':>24s}")  # fmt: skip
 

@@ -50,6 +50,8 @@ from tensordict import TensorDict
 from tensordict.nn import TensorDictModule, TensorDictModuleBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from wmrl.envs.tasks import upright_feedback
+
 CONTEXT, HORIZON, EPISODES = 4, 15, 32
 
 
@@ -96,8 +98,9 @@ def r2_rmse(resid: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
 
 class HeldUpright(TensorDictModuleBase):
     """The policy's filter with the actions of a feedback controller that holds the pendulum
-    upright, ``u = -(10 φ + 2 θ̇) / 2.5 + 0.3 n`` (``φ = θ - π`` wrapped, ``n`` standard normal,
-    clipped to ``[-1, 1]``; the program of ``dreamer_actions.py --start top`` with noise): the
+    upright, ``u = -(10 φ + 2 θ̇) / 2.5 + 0.3 n`` (:func:`wmrl.envs.tasks.pendulum.upright_feedback`
+    plus ``n`` standard normal, clipped to ``[-1, 1]``; ``dreamer_actions.py --start top``'s
+    feedback with noise): the
     filter runs, then the controller's action replaces the policy's, in ``"action"`` and in the
     ``("next", "prev_action")`` the filter reads at the next step."""
 
@@ -109,10 +112,9 @@ class HeldUpright(TensorDictModuleBase):
 
     def forward(self, td: TensorDict) -> TensorDict:
         td = self.policy(td)
-        theta_dot, theta = td.get("true_state").unbind(-1)  # [E] each
-        phi = torch.remainder(theta, 2 * math.pi) - math.pi
-        u = -(10.0 * phi + 2.0 * theta_dot) / 2.5 + 0.3 * torch.randn_like(phi)
-        action = u.clamp(-1, 1).unsqueeze(-1).to(td.get("action").dtype)  # [E, 1]
+        u = upright_feedback(td.get("true_state"))  # [E, 1]
+        u = u + 0.3 * torch.randn_like(u)
+        action = u.clamp(-1, 1).to(td.get("action").dtype)  # [E, 1]
         td.set("action", action)
         td.set(("next", "prev_action"), action)
         return td

@@ -9,7 +9,12 @@ plain attributes; see :class:`~wmrl.envs.tasks.base.TaskInfo`.
 from wmrl.envs.tasks.base import SwingUpTask, TaskInfo
 from wmrl.envs.tasks.cartpole import CartPoleSwingUp, cartpole_dynamics, cartpole_energy
 from wmrl.envs.tasks.integrate import rk4_step
-from wmrl.envs.tasks.pendulum import PendulumSwingUp, pendulum_dynamics, pendulum_energy
+from wmrl.envs.tasks.pendulum import (
+    PendulumSwingUp,
+    pendulum_dynamics,
+    pendulum_energy,
+    upright_feedback,
+)
 
 __all__ = [
     "CartPoleSwingUp",
@@ -21,4 +26,5 @@ __all__ = [
     "pendulum_dynamics",
     "pendulum_energy",
     "rk4_step",
+    "upright_feedback",
 ]

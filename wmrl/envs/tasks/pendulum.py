@@ -18,7 +18,7 @@ import torch
 from wmrl.envs.tasks.base import SwingUpTask
 from wmrl.envs.tasks.render import Camera, coverage, disk_sdf, paint, segment_sdf
 
-__all__ = ["PendulumSwingUp", "pendulum_dynamics", "pendulum_energy"]
+__all__ = ["PendulumSwingUp", "pendulum_dynamics", "pendulum_energy", "upright_feedback"]
 
 
 def pendulum_dynamics(
@@ -64,6 +64,27 @@ def pendulum_energy(
     theta_dot, theta = state[..., 0], state[..., 1]  # [*B], [*B]
     m, l = mass, length
     return m * l * l * theta_dot**2 / 6.0 - 0.5 * m * gravity * l * torch.cos(theta)  # [*B]
+
+
+def upright_feedback(
+    state: torch.Tensor, *, kp: float = 10.0, kd: float = 2.0, torque_bound: float = 2.5
+) -> torch.Tensor:
+    """Proportional-derivative feedback that holds the rod upright, in units of the torque bound:
+    ``u = -(kp φ + kd θ̇) / torque_bound`` with ``φ = θ - π`` wrapped to ``[-π, π)``,
+    ``[*B, 2] -> [*B, 1]``, not clipped (an agent's action in ``[-1, 1]`` once clipped).
+
+    With the default rod (``m l²/3 = 1/3``, ``m g l/2 = 4.905``) the linearised closed loop is
+    ``φ̈ ≈ -15 φ - 6 φ̇`` (gravity's ``+14.7 φ`` against the ``-30 φ`` of the gains), stable,
+    saturating beyond ``|φ| ≈ 0.25`` rad. A reference for diagnostics: it holds the real pendulum
+    from near the top (``benchmarks/dreamer_actions.py``, ``dreamer_diagnose.py --hold``).
+
+    >>> s = torch.tensor([[0.0, torch.pi + 0.1]], dtype=torch.float64)  # 0.1 rad past upright
+    >>> upright_feedback(s)  # pushes back: -10 * 0.1 / 2.5
+    tensor([[-0.4000]], dtype=torch.float64)
+    """
+    theta_dot, theta = state[..., :1], state[..., 1:]  # [*B, 1] each
+    phi = torch.remainder(theta, 2 * torch.pi) - torch.pi  # [*B, 1]
+    return -(kp * phi + kd * theta_dot) / torque_bound  # [*B, 1]
 
 
 class PendulumSwingUp(SwingUpTask):
