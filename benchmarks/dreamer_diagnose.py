@@ -251,16 +251,17 @@ def main() -> None:
             top = (" / ".join(f"{r[near_top].pow(2).mean().sqrt():.3f}" for r in parts)
                    if near_top.any() else "none")  # fmt: skip
             print(f"    {name:6s} {kind:6s} {all_steps};  near the top {top}")
-    # the torque's effect on that prediction: the same latents stepped with full torque each way
+    # the torque's effect on that prediction: the held-out episodes' latents stepped with full
+    # torque each way, read by probes fitted on the first half's posteriors, as above
     with torch.no_grad():
         ends = []
         for u in (1.0, -1.0):
-            start.set("action", torch.full_like(start["action"], u))
-            o = nets.imagination_env.step(start.reshape(-1))["next"]  # [E (T - 1)]
-            ends.append(torch.cat([o["state"], o["belief"]], -1))  # [E (T - 1), S + H]
-    m = half * (T - 1)  # the probes are fitted on the first half's posteriors, as above
-    x = torch.cat([feat[:half, 1:].flatten(0, 1), *(e.unflatten(0, (EPISODES, T - 1))[half:]
-                                                    .flatten(0, 1) for e in ends)])  # fmt: skip
+            held_out = start[half:].clone()  # [E - half, T - 1]
+            held_out.set("action", torch.full_like(held_out["action"], u))
+            o = nets.imagination_env.step(held_out.reshape(-1))["next"]  # [n]
+            ends.append(torch.cat([o["state"], o["belief"]], -1))  # [n, S + H]
+    m = half * (T - 1)
+    x = torch.cat([feat[:half, 1:].flatten(0, 1), *ends])  # [m + 2 n, S + H]
     y = torch.cat([theta_dot[:half, 1:].flatten(), torch.zeros(2 * n)])  # test rows: predictions
     base = probe_env.base_env
     s0 = tr["true_state"][half:, :-1].flatten(0, 1).to(base.dtype)  # [n, 2]
