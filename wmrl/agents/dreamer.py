@@ -91,6 +91,10 @@ __all__ = ["DreamerConfig", "Dreamer", "EvalRecord", "FIXED_ON_RESUME", "load_tr
 #: Settings a resumed run keeps: they fix the networks' shapes (the sizes, ``version``,
 #: ``frame_stack``, ``reconstruct``, ``action_input``, ``ensemble_size``), what their latent means
 #: (``categorical_state``) or the meaning of the stored replay (``task``, ``pixels``).
+#: Steps at the start of each replayed sequence whose KL does not score them for prioritised
+#: replay: the filter starts from a zero latent, so there the KL measures missing context.
+PRIORITY_BURN_IN = 5
+
 FIXED_ON_RESUME: tuple[str, ...] = (
     "task", "pixels", "version", "frame_stack", "reconstruct", "categorical_state",
     "action_input", "ensemble_size",
@@ -135,6 +139,12 @@ class DreamerConfig(DreamerSizes):
         train_ratio: replayed steps per collected agent step.
         pretrain_updates: extra updates once the prefill is done.
         capacity: replay size in agent steps.
+        replay_priority: ``f``: draw that part of the replayed sequences in proportion to how
+            badly the world model predicted their steps, the rest uniformly
+            (:mod:`wmrl.agents.replay_priority`; each step is scored by the unclamped KL between
+            posterior and prior at it, ``step_kl`` of the model loss, when last replayed, the
+            first ``PRIORITY_BURN_IN`` steps of a sequence excepted). 0: uniform, as the papers.
+        priority_exponent: ``alpha``, the exponent on those scores.
         batch_size, seq_len: ``B`` sequences of ``T`` steps per update.
         horizon: imagination horizon ``H``.
         channels, state_dim, num_categoricals, num_classes, rnn_hidden_dim, hidden_dim,
@@ -228,6 +238,8 @@ class DreamerConfig(DreamerSizes):
     train_ratio: float = 512.0
     pretrain_updates: int = 100
     capacity: int = 100_000
+    replay_priority: float = 0.0
+    priority_exponent: float = 1.0
     batch_size: int = 16
     seq_len: int = 50
     horizon: int = 15
@@ -424,6 +436,11 @@ class DreamerConfig(DreamerSizes):
         if not 0.0 <= float(self.exploring_starts) <= 1.0:
             raise ValueError("exploring_starts must be a fraction in [0, 1] (True: 1), got "
                              f"{self.exploring_starts}")  # fmt: skip
+        if not 0.0 <= self.replay_priority <= 1.0:
+            raise ValueError(f"replay_priority must be a fraction in [0, 1], "
+                             f"got {self.replay_priority}")  # fmt: skip
+        if not self.priority_exponent >= 0.0:
+            raise ValueError(f"priority_exponent must be >= 0, got {self.priority_exponent}")
         if self.exploring_starts and self.task.startswith("dmc:"):
             raise ValueError("exploring_starts is for the built-in tasks, not dm_control's")
         L = episode_length(self.task, self.max_steps, self.action_repeat)
@@ -649,6 +666,7 @@ class Dreamer:
         self.replay = SequenceReplay(
             c.capacity, c.seq_len, c.batch_size, self.obs_key, self.run_dir / "replay-live",
             episode_length=self.episode_len, device=self.device,
+            priority_fraction=c.replay_priority, priority_exponent=c.priority_exponent,
         )  # fmt: skip
         policy = self.nets.policy
         self._primer_sizes = (policy.state_dim, policy.belief_dim, policy.action_dim)
@@ -803,7 +821,7 @@ class Dreamer:
 
     def update(self) -> dict[str, torch.Tensor]:
         """One world-model, actor and critic update on a replayed batch; detached losses."""
-        batch = self.replay.sample()  # [B, T]
+        batch, slots = self.replay.sample_with_slots()  # [B, T], [B, T]
         B, T = batch.batch_size
         p = self.nets.policy
         batch.set("state", torch.zeros(B, 1, p.state_dim, device=self.device).expand(B, T, -1))
@@ -812,6 +830,9 @@ class Dreamer:
             model_td, out = self.model_loss(self._with_reco_target(batch))
             total = sum(v for k, v in model_td.items() if k.startswith("loss_"))
         self._step(self.model_opt, total, self.model_params)
+        if self.replay.prioritized:  # score the steps by how badly the prior predicted them
+            burn = min(PRIORITY_BURN_IN, T - 1)
+            self.replay.rescore(slots[:, burn:], self.model_loss.step_kl(out)[:, burn:])
         exploration_loss = None if self.exploration is None else self._train_exploration(out)
 
         start = out.get("next").select("state", "belief").reshape(-1).detach()  # [B * T]

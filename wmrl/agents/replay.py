@@ -16,6 +16,11 @@ cursor. The live storage's files are sparse, but a copy of all of them (TorchRL'
 be dense: with three stacked ``64 x 64`` frames and a capacity of 100,000 steps that is 3.5 GB per
 checkpoint however little has been collected; the filled rows are 37 KB per step collected.
 Copies written by ``dumps`` (earlier versions) still load.
+
+With ``priority_fraction > 0`` the slices are drawn by
+:class:`~wmrl.agents.replay_priority.WindowPrioritySampler` instead: partly in proportion to
+per-step scores summed over the slice (the agent scores each step by its world model's KL at it,
+:meth:`SequenceReplay.rescore`), partly uniformly. The scores are saved with the copy.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from torchrl.data import LazyMemmapStorage, SliceSampler, TensorDictReplayBuffer
 from torchrl.envs import ToTensorImage
 
 from wmrl.agents.checkpoint import load_checkpoint, save_checkpoint
+from wmrl.agents.replay_priority import WindowPrioritySampler
 
 __all__ = ["SequenceReplay"]
 
@@ -48,6 +54,10 @@ class SequenceReplay:
             checkpoints hold copies, see :meth:`save`).
         episode_length: steps per episode, if fixed.
         device: where sampled batches go.
+        priority_fraction: ``f``, the part of each draw made in proportion to the steps' scores
+            (0: TorchRL's uniform ``SliceSampler``; see
+            :class:`~wmrl.agents.replay_priority.WindowPrioritySampler`).
+        priority_exponent: ``alpha``, the exponent on the scores.
 
     Sampled batches hold ``"action"`` ``[B, T, A]``, ``("next", obs_key)`` ``[B, T, ...]``,
     ``("next", "reward")`` ``[B, T, 1]`` and zero ``"state"`` / ``"belief"`` start entries are
@@ -84,6 +94,8 @@ class SequenceReplay:
         scratch_dir: str | Path,
         episode_length: int | None = None,
         device: torch.device | str = "cpu",
+        priority_fraction: float = 0.0,
+        priority_exponent: float = 1.0,
     ) -> None:
         if seq_len < 1 or batch_size < 1:
             raise ValueError(f"seq_len and batch_size must be >= 1, got {seq_len}, {batch_size}")
@@ -109,15 +121,28 @@ class SequenceReplay:
         self.to_image = ToTensorImage(in_keys=[obs_key]) if obs_key == "pixels" else None
         self.buffer = TensorDictReplayBuffer(
             storage=LazyMemmapStorage(capacity, scratch_dir=self.scratch_dir),
-            sampler=SliceSampler(
-                slice_len=seq_len + 1,
-                end_key=("next", "done"),
-                strict_length=True,
-                truncated_key=None,
-                init_key=None,
-            ),
+            sampler=self._sampler(priority_fraction, priority_exponent),
             batch_size=batch_size * (seq_len + 1),
         )
+
+    def _sampler(self, fraction: float, exponent: float) -> SliceSampler | WindowPrioritySampler:
+        if fraction > 0:
+            return WindowPrioritySampler(self.capacity, self.seq_len + 1, fraction, exponent)
+        if not 0.0 <= fraction or not exponent >= 0.0:  # validated alike for both samplers
+            raise ValueError(f"need priority_fraction >= 0 and priority_exponent >= 0, got "
+                             f"{fraction}, {exponent}")  # fmt: skip
+        return SliceSampler(
+            slice_len=self.seq_len + 1,
+            end_key=("next", "done"),
+            strict_length=True,
+            truncated_key=None,
+            init_key=None,
+        )
+
+    @property
+    def prioritized(self) -> bool:
+        """Whether slices are drawn by their scores (``priority_fraction > 0``)."""
+        return isinstance(self.buffer.sampler, WindowPrioritySampler)
 
     def __len__(self) -> int:
         return len(self.buffer)
@@ -135,9 +160,16 @@ class SequenceReplay:
 
     def sample(self) -> TensorDict:
         """``B`` sequences of ``T`` transitions, on ``device`` (see the class docstring)."""
+        return self.sample_with_slots()[0]
+
+    def sample_with_slots(self) -> tuple[TensorDict, torch.Tensor]:
+        """:meth:`sample`, and the storage slots ``[B, T]`` of the steps whose observations
+        the transitions lead to (``("next", obs_key)[:, t]`` is slot ``slots[:, t]``), as
+        :meth:`rescore` takes them."""
         B, T = self.batch_size, self.seq_len
         flat = self.buffer.sample()  # [B * (T + 1)]
         seq = flat.reshape(B, T + 1)
+        slots = seq.get("index")[:, 1:].reshape(B, T)  # [B, T]
         obs = seq.get(self.obs_key)  # [B, T + 1, ...]
         if self.to_image is not None and not obs.is_floating_point():
             obs = self.to_image._apply_transform(obs)  # [B, T + 1, 3, H, W] in [0, 1]
@@ -151,7 +183,16 @@ class SequenceReplay:
             },
             batch_size=[B, T],
         )
-        return out.to(self.device)
+        return out.to(self.device), slots
+
+    def rescore(self, slots: torch.Tensor, scores: torch.Tensor) -> None:
+        """Set the priority scores of the steps ``slots`` (``[...]``, from
+        :meth:`sample_with_slots`) to ``scores`` (same shape, finite, ``>= 0``)."""
+        if not self.prioritized:
+            raise RuntimeError("rescore needs a prioritised replay (priority_fraction > 0)")
+        if slots.shape != scores.shape:
+            raise ValueError(f"slots {tuple(slots.shape)} and scores {tuple(scores.shape)} differ")
+        self.buffer.sampler.update_priority(slots.reshape(-1).cpu(), scores.detach().reshape(-1))
 
     def save(self, path: str | Path) -> None:
         """Copy the filled rows and the writer's state to the directory ``path``.
@@ -167,6 +208,8 @@ class SequenceReplay:
             rows = self.buffer.storage.get(slice(0, n))  # [n] memory-mapped views
             rows.memmap(path / "rows", copy_existing=True)
         state = {"format": _FORMAT, "len": n, "writer": self.buffer.writer.state_dict()}
+        if self.prioritized:
+            state["scores"] = self.buffer.sampler.state_dict()
         save_checkpoint(path / "replay.pt", state)
 
     def load(self, path: str | Path) -> None:
@@ -190,3 +233,5 @@ class SequenceReplay:
             rows = TensorDict.load_memmap(path / "rows")  # [n]
             self.buffer.extend(rows.exclude("index"))
         self.buffer.writer.load_state_dict(state["writer"])
+        if self.prioritized and "scores" in state:  # a copy without scores starts them afresh
+            self.buffer.sampler.load_state_dict(state["scores"])

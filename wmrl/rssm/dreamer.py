@@ -220,6 +220,14 @@ class DreamerModelLoss(LossModule):
             self._overshoot(td, loss_td)
         return loss_td, td.detach()
 
+    def step_kl(self, model_output: TensorDictBase) -> torch.Tensor:
+        """``KL(q || p)`` of each time step of a :meth:`forward` output, summed over the state,
+        unclamped: ``[*B, T]``, in float32 (how badly the prior predicted each step)."""
+        keys, nxt = self.tensor_keys, model_output.get("next")
+        params = [nxt.get(k).float() for k in (keys.posterior_mean, keys.posterior_std,
+                                                keys.prior_mean, keys.prior_std)]  # fmt: skip
+        return gaussian_kl(*params).sum(-1)  # [*B, T]
+
     def _overshoot(self, td: TensorDictBase, out: TensorDictBase) -> None:
         """Add the latent-overshooting losses of the filtered sequence ``td`` to ``out``."""
         keys, nxt = self.tensor_keys, td.get("next")

@@ -27,10 +27,12 @@ from torchrl.objectives.common import LossModule
 
 from wmrl.rssm.dreamer import DreamerActorLoss
 from wmrl.rssm.functional import (
+    categorical_kl,
     cumulative_discount,
     kl_balanced,
     kl_dynamics_representation,
     pointwise_distance,
+    unimix_probs,
 )
 from wmrl.rssm.imagination import evaluate_values
 from wmrl.rssm.overshooting import open_loop_predictions, overshooting_losses
@@ -281,6 +283,15 @@ class DreamerV3ModelLoss(LossModule):
         if self.overshooting >= 2:
             self._overshoot(td, out)
         return out, td.detach()
+
+    def step_kl(self, model_output: TensorDictBase) -> torch.Tensor:
+        """``KL(q || p)`` of each time step of a :meth:`forward` output (both distributions
+        after ``unimix``, summed over the categoricals), unclamped: ``[*B, T]``, in float32
+        (how badly the prior predicted each step)."""
+        keys, nxt = self.tensor_keys, model_output.get("next")
+        q = unimix_probs(nxt.get(keys.posterior_logits).float(), self.unimix)  # [*B, T, C, K]
+        p = unimix_probs(nxt.get(keys.prior_logits).float(), self.unimix)  # [*B, T, C, K]
+        return categorical_kl(q, p)  # [*B, T]
 
     def _overshoot(self, td: TensorDictBase, out: TensorDictBase) -> None:
         """Add the latent-overshooting losses of the filtered sequence ``td`` to ``out``."""
