@@ -813,6 +813,33 @@ def test_agent_with_a_separate_action_embedding(tmp_path):
     _assert_v3_setting_kept(tmp_path, agent, "action_input", other="joint", bad="concat")
 
 
+def test_agent_with_prioritised_replay_scores_steps_and_resumes_identically(tmp_path):
+    cfg = DreamerConfig.preset("debug", task="pendulum-swingup", pixels=True, version=3,
+                               env_steps=48, replay_priority=0.5)  # fmt: skip
+    full = Dreamer(cfg, out_dir=tmp_path / "full")
+    full.run()
+    sampler = full.replay.buffer.sampler
+    assert full.replay.prioritized and sampler.filled == 48
+    assert not torch.all(sampler.scores[:48] == sampler.scores[0]), "no step was scored"
+    part = Dreamer(cfg, out_dir=tmp_path / "part")
+    part.evaluate(random=True)
+    part.iterate()
+    part.iterate()
+    part.close()
+    del part
+    resumed = Dreamer.resume(tmp_path / "part")
+    assert resumed.replay.prioritized
+    resumed.run()
+    assert torch.equal(resumed.replay.buffer.sampler.scores, sampler.scores)
+    _assert_same(_flat_state(resumed), _flat_state(full))
+    full.close()
+    resumed.close()
+    with pytest.raises(ValueError, match="replay_priority"):
+        DreamerConfig.preset("debug", replay_priority=1.5).validate()
+    with pytest.raises(ValueError, match="priority_exponent"):
+        DreamerConfig.preset("debug", priority_exponent=-1.0).validate()
+
+
 def test_train_ratio_sets_the_number_of_updates():
     # 12-step episodes, batches of 2 x 8 = 16 replayed steps: ratio 16 -> 12 updates per episode
     agent = Dreamer(_cfg(state_dim=2, env_steps=36, pretrain_updates=3, train_ratio=16.0,
