@@ -965,7 +965,8 @@ def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys, monkeypatch):
     resume = ["dreamer", "--out", str(out), "--resume", "--env-steps", "36", "--no-progress",
               "--no-plots", "--entropy-bonus", "0.003", "--entropy-target", "-1",
               "--free-bits-dynamic", "0", "--exploring-starts", "--release-memory",
-              "--noise-correlation", "0.8", "--overshooting", "3"]  # fmt: skip
+              "--noise-correlation", "0.8", "--overshooting", "3", "--replay-priority", "0.5",
+              "--priority-exponent", "0.7"]  # fmt: skip
     assert main(resume) == 0
     assert retained == [1]
     records = json.loads((out / "records.json").read_text())
@@ -974,6 +975,7 @@ def test_cli_runs_writes_figures_and_resumes(tmp_path, capsys, monkeypatch):
     assert config["entropy_bonus"] == 0.003 and config["entropy_target"] == -1.0
     assert config["free_bits_dynamic"] == 0.0 and config["exploring_starts"] == 1.0
     assert config["noise_correlation"] == 0.8 and config["overshooting"] == 3
+    assert config["replay_priority"] == 0.5 and config["priority_exponent"] == 0.7
     from wmrl.cli import build_parser
 
     parsed = build_parser().parse_args(["dreamer", "--out", "x", "--exploring-starts", "0.5",

@@ -177,6 +177,11 @@ def _add_dreamer_parser(sub) -> None:
     p.add_argument("--overshooting", type=int, default=None, metavar="D",
                    help="also train the prior on its 2..D-step open-loop predictions "
                         "(latent overshooting; default 0: off)")  # fmt: skip
+    p.add_argument("--replay-priority", type=float, default=None, metavar="FRACTION",
+                   help="draw this part of the replayed sequences in proportion to the world "
+                        "model's KL at their steps, the rest uniformly (default 0: uniform)")
+    p.add_argument("--priority-exponent", type=float, default=None, metavar="ALPHA",
+                   help="exponent on those KL scores (default 1)")
     p.add_argument("--exploration-bonus", type=float, default=None,
                    help="weight of the ensemble-disagreement bonus (Plan2Explore; 0: off)")
     p.add_argument("--action-noise", type=float, default=None,
@@ -234,7 +239,8 @@ def _dreamer(args: argparse.Namespace) -> int:
              "checkpoint_every",
              "precision", "device", "exploration_bonus", "action_noise", "entropy_bonus",
              "entropy_target", "exploring_starts", "noise_correlation", "overshooting",
-             "actor_gradient", "actor_dist", "actor_lr", "value_lr", "model_lr")  # fmt: skip
+             "actor_gradient", "actor_dist", "actor_lr", "value_lr", "model_lr",
+             "replay_priority", "priority_exponent")  # fmt: skip
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.no_progress:
         overrides["progress"] = False
