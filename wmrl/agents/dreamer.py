@@ -85,21 +85,21 @@ from wmrl.rssm.categorical import ACTION_INPUTS
 from wmrl.rssm.imagination import frozen
 from wmrl.search import PolicySearch
 
-__all__ = ["DreamerConfig", "Dreamer", "EvalRecord", "FIXED_ON_RESUME", "load_trained_nets",
-           "make_agent_env", "wrap_agent_env"]  # fmt: skip
+__all__ = ["DreamerConfig", "Dreamer", "EvalRecord", "FIXED_ON_RESUME", "PRIORITY_BURN_IN",
+           "load_trained_nets", "make_agent_env", "wrap_agent_env"]  # fmt: skip
 
 #: Settings a resumed run keeps: they fix the networks' shapes (the sizes, ``version``,
 #: ``frame_stack``, ``reconstruct``, ``action_input``, ``ensemble_size``), what their latent means
 #: (``categorical_state``) or the meaning of the stored replay (``task``, ``pixels``).
-#: Steps at the start of each replayed sequence whose KL does not score them for prioritised
-#: replay: the filter starts from a zero latent, so there the KL measures missing context.
-PRIORITY_BURN_IN = 5
-
 FIXED_ON_RESUME: tuple[str, ...] = (
     "task", "pixels", "version", "frame_stack", "reconstruct", "categorical_state",
     "action_input", "ensemble_size",
     *(f.name for f in dataclasses.fields(DreamerSizes)),
 )  # fmt: skip
+
+#: Steps at the start of each replayed sequence whose KL does not score them for prioritised
+#: replay: the filter starts from a zero latent, so there the KL measures missing context.
+PRIORITY_BURN_IN = 5
 
 
 @dataclass(kw_only=True)
