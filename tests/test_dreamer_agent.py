@@ -813,7 +813,9 @@ def test_agent_with_a_separate_action_embedding(tmp_path):
     _assert_v3_setting_kept(tmp_path, agent, "action_input", other="joint", bad="concat")
 
 
-def test_agent_with_prioritised_replay_scores_steps_and_resumes_identically(tmp_path):
+def test_agent_with_prioritised_replay_scores_steps_and_resumes_identically(
+    tmp_path, monkeypatch, capsys
+):
     cfg = DreamerConfig.preset("debug", task="pendulum-swingup", pixels=True, version=3,
                                env_steps=48, replay_priority=0.5)  # fmt: skip
     full = Dreamer(cfg, out_dir=tmp_path / "full")
@@ -832,6 +834,22 @@ def test_agent_with_prioritised_replay_scores_steps_and_resumes_identically(tmp_
     resumed.run()
     assert torch.equal(resumed.replay.buffer.sampler.scores, sampler.scores)
     _assert_same(_flat_state(resumed), _flat_state(full))
+    # benchmarks/replay_scores.py reads the scores back from the checkpoint's replay copy
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "replay_scores.py"
+    helpers = runpy.run_path(str(script))
+    L = cfg.seq_len + 1
+    probs = torch.zeros(20, dtype=torch.float64)
+    probs[[0, 5, 19 - L + 1]] = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    rate = helpers["predicted_rate"](probs, L)  # every slice predicts L - 1 steps
+    assert float(rate.sum()) == pytest.approx(L - 1) and rate[0] == 0 and rate[1] == 0.5
+    monkeypatch.setattr(sys, "argv", ["replay_scores.py", str(tmp_path / "full")])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "48 steps stored" in out and "rate vs uniform" in out and "nan" not in out
     full.close()
     resumed.close()
     with pytest.raises(ValueError, match="replay_priority"):
