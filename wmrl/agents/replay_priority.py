@@ -55,7 +55,7 @@ def window_start_probabilities(
     >>> s = torch.tensor([1., 1., 2., 1., 4., 1.], dtype=torch.float64)
     >>> d = torch.tensor([False, False, True, False, False, True])
     >>> window_start_probabilities(s, d, 2, 1.0, 1.0)
-    tensor([0.1111, 0.2222, 0.0000, 0.4444, 0.1111, 0.0000], dtype=torch.float64)
+    tensor([0.1250, 0.2500, 0.0000, 0.5000, 0.1250, 0.0000], dtype=torch.float64)
     >>> window_start_probabilities(s, d, 2, 0.0, 1.0)  # uniform over valid starts
     tensor([0.2500, 0.2500, 0.0000, 0.2500, 0.2500, 0.0000], dtype=torch.float64)
     """
