@@ -834,22 +834,26 @@ def test_agent_with_prioritised_replay_scores_steps_and_resumes_identically(
     resumed.run()
     assert torch.equal(resumed.replay.buffer.sampler.scores, sampler.scores)
     _assert_same(_flat_state(resumed), _flat_state(full))
-    # benchmarks/replay_scores.py reads the scores back from the checkpoint's replay copy
+    # benchmarks/replay_contents.py reads the scores back from the checkpoint's replay copy
     import runpy
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "replay_scores.py"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "replay_contents.py"
     helpers = runpy.run_path(str(script))
     L = cfg.seq_len + 1
     probs = torch.zeros(20, dtype=torch.float64)
     probs[[0, 5, 19 - L + 1]] = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
     rate = helpers["predicted_rate"](probs, L)  # every slice predicts L - 1 steps
     assert float(rate.sum()) == pytest.approx(L - 1) and rate[0] == 0 and rate[1] == 0.5
-    monkeypatch.setattr(sys, "argv", ["replay_scores.py", str(tmp_path / "full")])
+    near = torch.tensor([1, 1, 0, 1, 0, 1, 1, 1, 0, 0], dtype=torch.bool)
+    done = torch.tensor([0, 0, 0, 1, 0, 0, 0, 1, 0, 1], dtype=torch.bool)
+    assert helpers["longest_stays"](near, done).tolist() == [2, 3, 0]
+    monkeypatch.setattr(sys, "argv", ["replay_contents.py", str(tmp_path / "full"), "--block", "1"])
     runpy.run_path(str(script), run_name="__main__")
     out = capsys.readouterr().out
-    assert "48 steps stored" in out and "rate vs uniform" in out and "nan" not in out
+    assert "48 steps in 4 episodes stored" in out and "rate vs uniform" in out
+    assert "\n3-3 " in out and "nan" not in out
     full.close()
     resumed.close()
     with pytest.raises(ValueError, match="replay_priority"):
