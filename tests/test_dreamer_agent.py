@@ -470,18 +470,24 @@ def _assert_same(a, b, path=""):
         assert a == b, path
 
 
+def _interrupted_and_resumed(cfg, out_dir):
+    """A run of ``cfg`` in ``out_dir`` interrupted after the random baseline and two iterations
+    (checkpointed every 12 steps), then resumed from its checkpoint."""
+    part = Dreamer(cfg, out_dir=out_dir)
+    part.evaluate(random=True)
+    part.iterate()
+    part.iterate()
+    part.close()
+    del part
+    return Dreamer.resume(out_dir)
+
+
 def test_pixel_agent_checkpoints_resumes_and_continues_with_identical_state(tmp_path):
     full = Dreamer(_cfg(pixels=True, env_steps=48), out_dir=tmp_path / "full")
     full.run()
     assert full.updates > 0 and full.env_steps == 48
 
-    part = Dreamer(_cfg(pixels=True, env_steps=48), out_dir=tmp_path / "part")
-    part.evaluate(random=True)
-    part.iterate()
-    part.iterate()  # interrupted after the second iteration (checkpointed every 12 steps)
-    part.close()
-    del part
-    resumed = Dreamer.resume(tmp_path / "part")
+    resumed = _interrupted_and_resumed(_cfg(pixels=True, env_steps=48), tmp_path / "part")
     assert resumed.env_steps == 24 and len(resumed.replay) == 24
     assert resumed.last_eval_episode["pixels"].dtype == torch.uint8  # kept for the figures
     resumed.run()
@@ -589,13 +595,7 @@ def test_exploring_agent_resumes_with_its_ensemble_and_continues_identically(tmp
     full.run()
     scale = float(full.exploration.scale)
     assert scale > 0 and "loss_exploration" in full.last_losses
-    part = Dreamer(cfg, out_dir=tmp_path / "part")
-    part.evaluate(random=True)
-    part.iterate()
-    part.iterate()
-    part.close()
-    del part
-    resumed = Dreamer.resume(tmp_path / "part")
+    resumed = _interrupted_and_resumed(cfg, tmp_path / "part")
     resumed.run()
     _assert_same(_flat_state(resumed), _flat_state(full))
     # exploration switched on when resuming a run without it: a fresh, untrained ensemble
@@ -823,13 +823,7 @@ def test_agent_with_prioritised_replay_scores_steps_and_resumes_identically(
     sampler = full.replay.buffer.sampler
     assert full.replay.prioritized and sampler.filled == 48
     assert not torch.all(sampler.scores[:48] == sampler.scores[0]), "no step was scored"
-    part = Dreamer(cfg, out_dir=tmp_path / "part")
-    part.evaluate(random=True)
-    part.iterate()
-    part.iterate()
-    part.close()
-    del part
-    resumed = Dreamer.resume(tmp_path / "part")
+    resumed = _interrupted_and_resumed(cfg, tmp_path / "part")
     assert resumed.replay.prioritized
     resumed.run()
     assert torch.equal(resumed.replay.buffer.sampler.scores, sampler.scores)
