@@ -1,6 +1,7 @@
-"""Prioritised sequence replay: the start probabilities by brute force, the draws against them,
-the scores' bookkeeping and copies, and the per-step KL that scores the steps (the agent with
-prioritised replay: ``tests/test_dreamer_agent.py``)."""
+"""The Dreamer agent's sequence replay on disk, and its prioritised draws: the start
+probabilities by brute force, the draws against them, the scores' bookkeeping and copies, and the
+per-step KL that scores the steps (the agent with prioritised replay:
+``tests/test_dreamer_agent.py``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,120 @@ from wmrl.rssm import DreamerModelLoss, DreamerV3ModelLoss
 from wmrl.rssm.functional import unimix_probs
 
 
+# ---------------------------------------------------------------------- uniform draws, copies
+def _episodes(first, n, L, pixels=False):
+    ids = torch.arange(first, first + n, dtype=torch.float32).view(n, 1)
+    t = torch.arange(L, dtype=torch.float32).view(1, L)
+    code = 1000 * ids + t  # [n, L]: episode and step of each entry
+    if pixels:  # a uint8-safe code of (episode, step) in every pixel
+        small = (10 * t + ids).to(torch.uint8)  # [n, L]
+        obs = small.view(n, L, 1, 1, 1).expand(n, L, 4, 4, 3).clone()
+    else:
+        obs = code.unsqueeze(-1).repeat(1, 1, 2)
+    done = torch.zeros(n, L, 1, dtype=torch.bool)
+    done[:, -1] = True
+    return TensorDict(
+        {
+            ("pixels" if pixels else "observation"): obs,
+            "action": code.unsqueeze(-1),
+            "true_state": torch.zeros(n, L, 2),
+            "next": {"reward": -code.unsqueeze(-1), "done": done},
+        },
+        [n, L],
+    )
+
+
+def test_replay_sequences_are_consecutive_within_episodes(tmp_path):
+    L, T, B = 10, 4, 64
+    rb = SequenceReplay(35, T, B, "observation", tmp_path / "live", episode_length=L)
+    assert rb.capacity == 30  # whole episodes
+    rb.extend(_episodes(0, 2, L))
+    rb.extend(_episodes(2, 2, L))  # overwrites episode 0
+    assert len(rb) == 30
+    torch.manual_seed(0)
+    batch = rb.sample()
+    assert batch.batch_size == (B, T) and "true_state" not in batch.keys(True)
+    a = batch["action"][..., 0]  # [B, T]
+    ep, step = a // 1000, a % 1000
+    assert (ep >= 1).all(), "the overwritten episode is gone"
+    assert (ep == ep[:, :1]).all() and (step[:, 1:] - step[:, :-1] == 1).all()
+    # next observation and reward are those of step t + 1 and t
+    torch.testing.assert_close(batch["next", "observation"][..., 0], a + 1)
+    torch.testing.assert_close(batch["next", "reward"][..., 0], -a)
+    # a copy on disk samples the same sequences
+    rb.save(tmp_path / "copy")
+    rb2 = SequenceReplay(35, T, B, "observation", tmp_path / "live2", episode_length=L)
+    rb2.load(tmp_path / "copy")
+    torch.manual_seed(0)
+    assert (rb2.sample() == batch).all()
+    # the writer's cursor came back too: the next episode overwrites the same slots in both
+    for r in (rb, rb2):
+        r.extend(_episodes(4, 1, L))
+    assert rb.buffer.writer.state_dict() == rb2.buffer.writer.state_dict()
+    torch.manual_seed(1)
+    batch = rb.sample()
+    torch.manual_seed(1)
+    assert (rb2.sample() == batch).all()
+    # a copy written by TorchRL's dumps (earlier versions of save) still loads
+    rb.buffer.dumps(str(tmp_path / "dumps"))
+    rb3 = SequenceReplay(35, T, B, "observation", tmp_path / "live3", episode_length=L)
+    rb3.load(tmp_path / "dumps")
+    torch.manual_seed(1)
+    assert (rb3.sample() == batch).all()
+    with pytest.raises(RuntimeError, match="empty replay"):
+        rb3.load(tmp_path / "copy")
+
+
+def test_replay_copy_holds_only_the_filled_rows(tmp_path):
+    """A checkpoint's copy grows with the data collected, not with the capacity."""
+    rb = SequenceReplay(1000, 3, 2, "pixels", tmp_path / "live", episode_length=5)
+    empty = tmp_path / "empty"
+    rb.save(empty)
+    rb.extend(_episodes(0, 1, 5, pixels=True))
+    rb.save(tmp_path / "copy")
+    rb.extend(_episodes(1, 1, 5, pixels=True))  # 10 steps of [3, 4, 4] uint8 frames
+    rb.save(tmp_path / "copy")  # over the earlier copy
+    assert (tmp_path / "copy" / "rows" / "pixels.memmap").stat().st_size == 10 * 3 * 4 * 4
+    rb2 = SequenceReplay(1000, 3, 2, "pixels", tmp_path / "live2", episode_length=5)
+    rb2.load(tmp_path / "copy")
+    assert len(rb2) == 10 and rb2.buffer.writer.state_dict() == rb.buffer.writer.state_dict()
+    assert (rb2.buffer.storage.get(slice(0, 10)) == rb.buffer.storage.get(slice(0, 10))).all()
+    rb3 = SequenceReplay(1000, 3, 2, "pixels", tmp_path / "live3", episode_length=5)
+    rb3.load(empty)
+    assert len(rb3) == 0
+    small = SequenceReplay(5, 3, 2, "pixels", tmp_path / "small", episode_length=5)
+    with pytest.raises(ValueError, match="capacity"):
+        small.load(tmp_path / "copy")
+    (empty / "replay.pt").unlink()  # as a save cut short leaves it
+    with pytest.raises(FileNotFoundError):
+        rb3.load(empty)
+    torch.save({"format": "other"}, empty / "replay.pt")
+    with pytest.raises(ValueError, match="format"):
+        rb3.load(empty)
+
+
+def test_replay_pixels_become_float_images_and_bad_input_is_rejected(tmp_path):
+    rb = SequenceReplay(40, 3, 2, "pixels", tmp_path / "live", episode_length=5)
+    rb.extend(_episodes(0, 2, 5, pixels=True))
+    batch = rb.sample()
+    px = batch["next", "pixels"]
+    assert px.shape == (2, 3, 3, 4, 4) and px.dtype == torch.float32
+    a = batch["action"][..., 0]
+    expected = (10 * (a % 1000 + 1) + a // 1000) / 255  # the code of the next step
+    torch.testing.assert_close(px[:, :, 1, 2, 3], expected)
+    # a row that is a piece of an episode ends there: no sequence runs into the next row
+    rb2 = SequenceReplay(40, 3, 64, "observation", tmp_path / "rows", episode_length=5)
+    rb2.extend(_episodes(0, 1, 5)[:, :4])
+    rb2.extend(_episodes(1, 1, 5))
+    a = rb2.sample()["action"][..., 0]  # [64, 3]
+    assert (a // 1000 == a[:, :1] // 1000).all()
+    with pytest.raises(ValueError, match="trajectories"):
+        rb2.extend(_episodes(0, 1, 5)[0])
+    with pytest.raises(ValueError, match="too short"):
+        SequenceReplay(40, 5, 2, "pixels", tmp_path / "x", episode_length=5)
+
+
+# ---------------------------------------------------------------------- prioritised draws
 def _brute_probabilities(scores, done, L, f, alpha):
     """``P(t)`` written out start by start, in float64."""
     n = len(scores)
@@ -50,19 +165,6 @@ def test_start_probabilities_without_room_or_scores():
     torch.testing.assert_close(probs, torch.tensor([0.5, 0.0, 0.5, 0.0]))
     with pytest.raises(ValueError, match=r"\[n\]"):
         window_start_probabilities(torch.ones(4), done[:3], 2, 0.5, 1.0)
-
-
-def _episodes(first, n, L):
-    ids = torch.arange(first, first + n, dtype=torch.float32).view(n, 1)
-    code = 1000 * ids + torch.arange(L, dtype=torch.float32).view(1, L)  # [n, L]
-    return TensorDict(
-        {
-            "observation": code.unsqueeze(-1),
-            "action": code.unsqueeze(-1),
-            "next": {"reward": -code.unsqueeze(-1), "done": torch.zeros(n, L, 1, dtype=torch.bool)},
-        },
-        [n, L],
-    )
 
 
 def _replay(tmp_path, name="live", capacity=60, T=3, B=8, f=1.0, alpha=1.0):
