@@ -67,15 +67,10 @@ class Program(TensorDictModule):
         return self.rule(true_state).clamp(-1, 1).to(true_state.dtype)
 
 
-def from_upright(theta: torch.Tensor) -> torch.Tensor:
-    """The angle from upright ``θ - π`` wrapped to ``[-π, π)``, same shape as ``theta``."""
-    return torch.remainder(theta, 2 * torch.pi) - torch.pi
-
-
 def main() -> None:
     from wmrl.agents.dreamer import load_trained_nets, make_agent_env
     from wmrl.agents.dreamer_figures import _as_model_input
-    from wmrl.envs.tasks import upright_feedback
+    from wmrl.envs.tasks import angle_from_upright, upright_feedback
     from wmrl.rssm.actor import deterministic_action_slope
     from wmrl.rssm.imagination import evaluate_values
     from wmrl.search import lambda_returns
@@ -126,7 +121,7 @@ def main() -> None:
     start = TensorDict({"state": post["state"][:, -1], "belief": post["belief"][:, -1]}, [E])
     theta = base["true_state"][:, K]  # [E, 2]: the real state the latent describes
     print(f"start after {K} steps: |θ| {theta[:, 1].abs().mean():.2f} rad, "
-          f"|θ - π| (wrapped) {from_upright(theta[:, 1]).abs().mean():.2f} rad, "
+          f"|θ - π| (wrapped) {angle_from_upright(theta[:, 1]).abs().mean():.2f} rad, "
           f"|θ̇| {theta[:, 0].abs().mean():.2f} rad/s (means over {E} episodes)")  # fmt: skip
 
     def imagined_steps(action_at):

@@ -11,6 +11,7 @@ from wmrl.envs.tasks.cartpole import CartPoleSwingUp, cartpole_dynamics, cartpol
 from wmrl.envs.tasks.integrate import rk4_step
 from wmrl.envs.tasks.pendulum import (
     PendulumSwingUp,
+    angle_from_upright,
     pendulum_dynamics,
     pendulum_energy,
     upright_feedback,
@@ -21,6 +22,7 @@ __all__ = [
     "PendulumSwingUp",
     "SwingUpTask",
     "TaskInfo",
+    "angle_from_upright",
     "cartpole_dynamics",
     "cartpole_energy",
     "pendulum_dynamics",

@@ -18,7 +18,8 @@ import torch
 from wmrl.envs.tasks.base import SwingUpTask
 from wmrl.envs.tasks.render import Camera, coverage, disk_sdf, paint, segment_sdf
 
-__all__ = ["PendulumSwingUp", "pendulum_dynamics", "pendulum_energy", "upright_feedback"]
+__all__ = ["PendulumSwingUp", "angle_from_upright", "pendulum_dynamics", "pendulum_energy",
+           "upright_feedback"]  # fmt: skip
 
 
 def pendulum_dynamics(
@@ -66,6 +67,16 @@ def pendulum_energy(
     return m * l * l * theta_dot**2 / 6.0 - 0.5 * m * gravity * l * torch.cos(theta)  # [*B]
 
 
+def angle_from_upright(theta: torch.Tensor) -> torch.Tensor:
+    """``φ = θ - π`` wrapped to ``[-π, π)``: the angle from upright (``θ = 0`` hangs down), same
+    shape as ``theta``.
+
+    >>> angle_from_upright(torch.tensor([torch.pi, 0.0, 3 * torch.pi + 0.5]))
+    tensor([ 0.0000, -3.1416,  0.5000])
+    """
+    return torch.remainder(theta, 2 * torch.pi) - torch.pi
+
+
 def upright_feedback(
     state: torch.Tensor, *, kp: float = 10.0, kd: float = 2.0, torque_bound: float = 2.5
 ) -> torch.Tensor:
@@ -82,8 +93,7 @@ def upright_feedback(
     >>> upright_feedback(s)  # pushes back: -10 * 0.1 / 2.5
     tensor([[-0.4000]], dtype=torch.float64)
     """
-    theta_dot, theta = state[..., :1], state[..., 1:]  # [*B, 1] each
-    phi = torch.remainder(theta, 2 * torch.pi) - torch.pi  # [*B, 1]
+    theta_dot, phi = state[..., :1], angle_from_upright(state[..., 1:])  # [*B, 1] each
     return -(kp * phi + kd * theta_dot) / torque_bound  # [*B, 1]
 
 
