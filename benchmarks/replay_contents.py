@@ -104,8 +104,7 @@ def main() -> None:
     uniform = predicted_rate(window_start_probabilities(scores, done, L, 0.0, alpha), L)  # [n]
 
     print(f"prioritised draws, f = {f}, alpha = {alpha}; scores: median {scores.median():.2f}, "
-          f"90th percentile "
-          f"{scores.quantile(0.9):.2f}, max {scores.max():.2f}")  # fmt: skip
+          f"90th percentile {scores.quantile(0.9):.2f}, max {scores.max():.2f}")  # fmt: skip
     print(f"{'steps':<32}{'count':>8}{'mean score':>12}{'rate vs uniform':>17}")
     for low, high, name in GROUPS:
         group = (reward >= low) & (reward < high)
