@@ -494,6 +494,41 @@ def test_exploring_agent_resumes_with_its_ensemble_and_continues_identically(tmp
     assert switched.env_steps == 36 and float(switched.exploration.scale) > 0
 
 
+def test_disagreement_map_script(tmp_path, monkeypatch, capsys):
+    """``benchmarks/disagreement_map.py``: the bonus of a run's ensemble on real episodes, binned
+    by the real state; the held episodes stay in the top row; a run without an ensemble is
+    refused."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    agent = Dreamer(_cfg(version=3, env_steps=24, exploration_bonus=0.5), out_dir=tmp_path / "x")
+    agent.run()
+    agent.close()
+    script = str(Path(__file__).resolve().parents[1] / "benchmarks" / "disagreement_map.py")
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # leave the test's threads
+    monkeypatch.setattr(sys, "argv", ["disagreement_map.py", str(tmp_path / "x"),
+                                      "--episodes", "4"])  # fmt: skip
+    runpy.run_path(script, run_name="__main__")
+    out = capsys.readouterr().out
+    steps = 4 * (agent.config.max_steps // agent.config.action_repeat)
+    tables = out.split("\n\n")[1:]
+    assert len(tables) == 2 and "held upright" in tables[1]
+    for table in tables:
+        assert math.isfinite(float(table.split("all ")[1].split()[0]))
+        lines = table.splitlines()[2:]  # the rows of |φ|
+        counts = [[int(n) for n in re.findall(r"\((\d+)\)", line)] for line in lines]
+        assert sum(map(sum, counts)) == steps  # every step in one cell
+    held_top = re.findall(r"\((\d+)\)", tables[1].splitlines()[2])
+    assert sum(map(int, held_top)) >= 0.9 * steps  # |φ| < 0.5: held near upright
+    plain = Dreamer(_cfg(version=3, env_steps=12), out_dir=tmp_path / "plain")
+    plain.run()
+    plain.close()
+    monkeypatch.setattr(sys, "argv", ["disagreement_map.py", str(tmp_path / "plain")])
+    with pytest.raises(SystemExit, match="no disagreement ensemble"):
+        runpy.run_path(script, run_name="__main__")
+
+
 def test_records_separate_evaluation_from_training_and_the_random_baseline():
     agent = Dreamer(_cfg(version=3, env_steps=24, precision="bf16"))  # CPU autocast
     records = agent.run()
