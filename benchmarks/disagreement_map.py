@@ -25,8 +25,6 @@ import sys
 from pathlib import Path
 
 import torch
-from tensordict import TensorDict
-from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 #: bins of the angle from upright [rad] and of the speed [rad/s]: rows and columns of the tables
 ANGLE_EDGES = (0.0, 0.5, 1.5, math.pi + 1e-6)
@@ -63,12 +61,11 @@ def binned_means(
 
 def main() -> None:
     from wmrl.agents.checkpoint import load_checkpoint
-    from wmrl.agents.dreamer import load_trained_nets, make_agent_env
-    from wmrl.agents.exploration import DisagreementEnsemble
+    from wmrl.agents.dreamer import disagreement_ensemble, load_trained_nets
     from wmrl.envs.tasks import angle_from_upright
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from dreamer_diagnose import HeldUpright  # the same held episodes as --hold there
+    from dreamer_diagnose import HeldUpright, pendulum_episodes  # the episodes of --hold there
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path)
@@ -85,28 +82,17 @@ def main() -> None:
     if not c.task.startswith("pendulum"):
         raise SystemExit(f"needs a pendulum run, got task {c.task!r}")
     policy = nets.policy  # its noise: the run's collection noise
-    S, H = policy.state_dim, policy.belief_dim
-    embed = nets.parts["posterior"].obs_embed_dim
-    ensemble = DisagreementEnsemble(S + H, policy.action_dim, embed, members=c.ensemble_size,
-                                    num_cells=c.hidden_dim)  # fmt: skip
+    sizes = (policy.state_dim, policy.belief_dim, policy.action_dim)
+    ensemble = disagreement_ensemble(c, nets)
     ensemble.load_state_dict(state["exploration"])
     ensemble.eval()
     print(f"{args.run_dir}: {counters['updates']} updates, {counters['env_steps']} env steps; "
           f"β = {c.exploration_bonus}, D = {float(ensemble.scale):.3g}")
 
-    def episodes(actor, top: bool) -> TensorDict:
-        env = make_agent_env(c.task, pixels=c.pixels, batch_size=[args.episodes],
-                             max_steps=c.max_steps, action_repeat=c.action_repeat,
-                             seed=args.seed, primer_sizes=(S, H, policy.action_dim),
-                             frame_stack=c.frame_stack)  # fmt: skip
-        if top:
-            env.base_env.start_mean[1] = math.pi  # [θ̇, θ]
-        torch.manual_seed(args.seed)
-        with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
-            return env.rollout(c.max_steps // c.action_repeat, actor, break_when_any_done=False)
-
-    for name, td in [("training policy, from the bottom", episodes(policy, top=False)),
-                     ("held upright by feedback, σ = 0.3", episodes(HeldUpright(policy), True))]:
+    bottom = pendulum_episodes(c, sizes, policy, args.episodes, args.seed)
+    held = pendulum_episodes(c, sizes, HeldUpright(policy), args.episodes, args.seed, math.pi)
+    for name, td in [("training policy, from the bottom", bottom),
+                     ("held upright by feedback, σ = 0.3", held)]:
         # the policy writes its posterior of the current frame under "next"; the action is
         # the one taken from it: the ensemble's input (s_t, h_t, a_t)
         latent = torch.cat([td["next", "state"], td["next", "belief"]], -1)  # [E, T, S + H]

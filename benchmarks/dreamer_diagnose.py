@@ -120,8 +120,27 @@ class HeldUpright(TensorDictModuleBase):
         return td
 
 
+def pendulum_episodes(
+    c, primer_sizes: tuple[int, int, int], actor, episodes: int, seed: int,
+    start: float | None = None, exploration: ExplorationType = ExplorationType.RANDOM,
+) -> TensorDict:
+    """``episodes`` full episodes ``[E, T]`` of the built-in pendulum of a run's config ``c``
+    under ``actor`` (its filter's entries primed with ``primer_sizes``), all from the angle
+    ``start`` (default: the task's start, hanging down), seeded with ``seed``."""
+    from wmrl.agents.dreamer import make_agent_env
+
+    env = make_agent_env(c.task, pixels=c.pixels, batch_size=[episodes], max_steps=c.max_steps,
+                         action_repeat=c.action_repeat, seed=seed, primer_sizes=primer_sizes,
+                         frame_stack=c.frame_stack)  # fmt: skip
+    if start is not None:
+        env.base_env.start_mean[1] = start  # [θ̇, θ]
+    torch.manual_seed(seed)
+    with torch.no_grad(), set_exploration_type(exploration):
+        return env.rollout(c.max_steps // c.action_repeat, actor, break_when_any_done=False)
+
+
 def main() -> None:
-    from wmrl.agents.dreamer import load_trained_nets, make_agent_env
+    from wmrl.agents.dreamer import load_trained_nets
     from wmrl.agents.dreamer_figures import _as_model_input
     from wmrl.agents.envs import make_env
     from wmrl.envs.tasks.integrate import rk4_step
@@ -155,17 +174,8 @@ def main() -> None:
 
     def episodes(top: bool, actor, start: float | None = None,
                  exploration: ExplorationType = ExplorationType.RANDOM) -> TensorDict:
-        env = make_agent_env(c.task, pixels=c.pixels, batch_size=[EPISODES],
-                             max_steps=c.max_steps, action_repeat=c.action_repeat,
-                             seed=args.seed, primer_sizes=(S, H, 1),
-                             frame_stack=c.frame_stack)  # fmt: skip
-        if top:
-            start = math.pi
-        if start is not None:
-            env.base_env.start_mean[1] = start  # [θ̇, θ]
-        torch.manual_seed(args.seed)
-        with torch.no_grad(), set_exploration_type(exploration):
-            return env.rollout(c.max_steps // c.action_repeat, actor, break_when_any_done=False)
+        return pendulum_episodes(c, (S, H, 1), actor, EPISODES, args.seed,
+                                 math.pi if top else start, exploration)  # fmt: skip
 
     # 1. linear probes on the training policy's episodes (v3: the posterior's logits recorded)
     posterior = nets.parts["posterior"]

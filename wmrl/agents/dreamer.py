@@ -86,7 +86,8 @@ from wmrl.rssm.imagination import frozen
 from wmrl.search import PolicySearch
 
 __all__ = ["DreamerConfig", "Dreamer", "EvalRecord", "FIXED_ON_RESUME", "PRIORITY_BURN_IN",
-           "load_trained_nets", "make_agent_env", "wrap_agent_env"]  # fmt: skip
+           "disagreement_ensemble", "load_trained_nets", "make_agent_env",
+           "wrap_agent_env"]  # fmt: skip
 
 #: Settings a resumed run keeps: they fix the networks' shapes (the sizes, ``version``,
 #: ``frame_stack``, ``reconstruct``, ``action_input``, ``ensemble_size``), what their latent means
@@ -515,6 +516,22 @@ def load_trained_nets(
     return c, nets, dict(state["counters"])
 
 
+def disagreement_ensemble(
+    config: DreamerConfig, nets: DreamerNets, device: torch.device | str | None = None
+) -> DisagreementEnsemble:
+    """The exploration ensemble of an agent with ``config`` and networks ``nets`` (untrained):
+    its sizes are read off the built networks (latent ``(state, belief)``, action, the encoder's
+    embedding), ``config.ensemble_size`` members of width ``config.hidden_dim``. With
+    :func:`load_trained_nets`, load a run's ensemble from its checkpoint's ``"exploration"``
+    entry (see ``benchmarks/disagreement_map.py``)."""
+    policy = nets.policy
+    return DisagreementEnsemble(
+        policy.state_dim + policy.belief_dim, policy.action_dim,
+        nets.parts["posterior"].obs_embed_dim, members=config.ensemble_size,
+        num_cells=config.hidden_dim, device=device,
+    )  # fmt: skip
+
+
 def make_agent_env(
     task: str,
     *,
@@ -654,12 +671,8 @@ class Dreamer:
         torch.manual_seed(c.seed)  # the same initial networks on every rank
         self.nets: DreamerNets = c.make_nets(self.action_dim, obs_dim, device=self.device)
         self.exploration: DisagreementEnsemble | None = None
-        if c.exploration_bonus > 0:  # sizes read off the built networks
-            policy, posterior = self.nets.policy, self.nets.parts["posterior"]
-            self.exploration = DisagreementEnsemble(
-                policy.state_dim + policy.belief_dim, self.action_dim, posterior.obs_embed_dim,
-                members=c.ensemble_size, num_cells=c.hidden_dim, device=self.device,
-            )  # fmt: skip
+        if c.exploration_bonus > 0:
+            self.exploration = disagreement_ensemble(c, self.nets, device=self.device)
         extra = [] if self.exploration is None else [self.exploration]
         broadcast_parameters([*self.nets.parts.values(), *extra])
         self._build_losses_and_optimisers()
