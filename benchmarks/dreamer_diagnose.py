@@ -172,10 +172,9 @@ def main() -> None:
     S, H = policy.state_dim, policy.belief_dim
     print(f"{args.run_dir}: {counters['updates']} updates, {counters['env_steps']} env steps")
 
-    def episodes(top: bool, actor, start: float | None = None,
+    def episodes(actor, start: float | None = None,
                  exploration: ExplorationType = ExplorationType.RANDOM) -> TensorDict:
-        return pendulum_episodes(c, (S, H, 1), actor, EPISODES, args.seed,
-                                 math.pi if top else start, exploration)  # fmt: skip
+        return pendulum_episodes(c, (S, H, 1), actor, EPISODES, args.seed, start, exploration)
 
     # 1. linear probes on the training policy's episodes (v3: the posterior's logits recorded)
     posterior = nets.parts["posterior"]
@@ -185,9 +184,9 @@ def main() -> None:
         hook = posterior.register_forward_hook(
             lambda module, inputs, out: logits.append(out[0]))  # fmt: skip
     if args.hold:
-        tr = episodes(True, HeldUpright(policy))
+        tr = episodes(HeldUpright(policy), math.pi)
     else:
-        tr = episodes(False, policy, args.start_angle)
+        tr = episodes(policy, args.start_angle)
     if hook is not None:
         hook.remove()
     # the policy writes its posterior of the current frame under "next" (carried to the next step)
@@ -307,12 +306,12 @@ def main() -> None:
     print(f"open-loop reward prediction ({CONTEXT} filtered steps, then {HORIZON} by the prior; "
           "per agent step):")  # fmt: skip
     print("  setting                          |err| per step  |err| of sum  spread of real sums")
-    for name, top, actor in [
-        ("training policy, from the bottom", False, policy),
-        ("zero torque, from the top", True, torque(0.0)),
-        ("random torque 0.3, from the top", True, torque(0.3)),
+    for name, start, actor in [
+        ("training policy, from the bottom", None, policy),
+        ("zero torque, from the top", math.pi, torque(0.0)),
+        ("random torque 0.3, from the top", math.pi, torque(0.3)),
     ]:
-        ep = episodes(top, actor)
+        ep = episodes(actor, start)
         obs = _as_model_input(nets, ep.get(obs_key))  # [E, L, *obs]
         action = ep["action"]  # [E, L, 1]
         seq = TensorDict({"state": torch.zeros(EPISODES, CONTEXT, S),
@@ -340,7 +339,7 @@ def main() -> None:
         print("deterministic policy (cost per env step), the filter passing on the posterior's")
         for mode in ("sample", "probs"):
             posterior.state_mode = mode
-            ep = episodes(False, policy, args.start_angle, ExplorationType.DETERMINISTIC)
+            ep = episodes(policy, args.start_angle, ExplorationType.DETERMINISTIC)
             cost = -float(ep["next", "reward"].mean()) / c.action_repeat
             print(f"  {mode:7s} {cost:.3f}")
         posterior.state_mode = "sample"
